@@ -1,0 +1,31 @@
+"""sgmcmc: Bayesian sampling in JAX, from stochastic gradient descent to exact MCMC.
+
+One interface for every sampler::
+
+    target = sgmcmc.Target.from_numpyro(model, x, y)
+    sampler = sgmcmc.hmc(target, step_size=0.1, num_integration_steps=20)
+    result = sgmcmc.sample(sampler, num_samples=1000, num_warmup=500, seed=0)
+    idata = result.to_arviz()
+"""
+
+from sgmcmc import gradients, noise
+from sgmcmc.result import SampleResult
+from sgmcmc.run import sample
+from sgmcmc.samplers import REGISTRY, Sampler, hmc, mala, sgld
+from sgmcmc.target import Target
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Target",
+    "Sampler",
+    "SampleResult",
+    "sample",
+    "sgld",
+    "mala",
+    "hmc",
+    "REGISTRY",
+    "gradients",
+    "noise",
+    "__version__",
+]

@@ -1,0 +1,36 @@
+"""One place that knows which ArviZ is installed.
+
+ArviZ 0.x works on ``InferenceData``; ArviZ 1.x (Python >= 3.12) works on
+``xarray.DataTree`` directly. sgmcmc builds a plain ``xarray.DataTree`` whose
+children are the ArviZ groups (``posterior``, ``sample_stats``, ...), which
+is what 1.x uses natively, and converts it at this edge for 0.x with
+``arviz.from_datatree``. Nothing here changes warnings or global state.
+"""
+
+from __future__ import annotations
+
+import arviz as az
+import xarray as xr
+
+__all__ = ["ARVIZ_MAJOR", "to_arviz_object"]
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:  # pragma: no cover - unusual version strings
+        return 0
+
+
+ARVIZ_MAJOR = _major(getattr(az, "__version__", "0"))
+
+
+def to_arviz_object(groups: dict[str, xr.Dataset], attrs: dict | None = None):
+    """``InferenceData`` on ArviZ 0.x, ``xarray.DataTree`` on ArviZ >= 1."""
+    tree = xr.DataTree.from_dict({name: ds for name, ds in groups.items()})
+    if attrs:
+        for ds_name in groups:
+            tree[ds_name].attrs.update(attrs)
+    if ARVIZ_MAJOR >= 1 or not hasattr(az, "from_datatree"):
+        return tree
+    return az.from_datatree(tree)

@@ -1,0 +1,89 @@
+"""The sampler contract shared by every sampler in sgmcmc.
+
+A sampler is a pair of pure functions, in the style of optax and BlackJAX:
+
+* ``init(position) -> state``: a NamedTuple pytree holding at least
+  ``position``;
+* ``step(key, state, batch=None) -> (state, info)``: one transition. ``key``
+  is a JAX PRNG key; ``batch`` optionally overrides the minibatch a
+  stochastic-gradient sampler would otherwise draw itself.
+
+Both are jit-able and vmap-able (chains are a vmapped batch of states), take
+and return pytrees, and are deterministic given the key.
+
+``info`` is a NamedTuple whose fields have the same name and meaning across
+samplers wherever the quantity exists (see :data:`SHARED_INFO_FIELDS`):
+
+===================  ==========================================================
+``acceptance_rate``  Metropolis acceptance probability of this step (1.0 for
+                     samplers without a Metropolis test)
+``is_divergent``     the step met a non-finite value or an energy error beyond
+                     the divergence threshold; the chain kept its last state
+``step_size``        the step size used by this step
+``num_grad_evals``   gradient evaluations spent by this step
+``logdensity``       log density at the returned position (exact samplers) or
+                     the minibatch estimate at the step's starting position
+                     (stochastic-gradient samplers)
+``energy``           Hamiltonian at the returned state (HMC family only)
+===================  ==========================================================
+
+A :class:`Sampler` also carries its target and a ``rebuild`` function that
+makes the same sampler over another version of the target (the driver uses
+it to pass the data into the compiled program as an argument rather than as a
+constant). Factories register themselves in :data:`REGISTRY` so that tests can
+check every sampler against this contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from sgmcmc.target import Target
+
+__all__ = ["Sampler", "SHARED_INFO_FIELDS", "REGISTRY", "register"]
+
+SHARED_INFO_FIELDS = (
+    "acceptance_rate",
+    "is_divergent",
+    "step_size",
+    "num_grad_evals",
+    "logdensity",
+)
+
+
+class Sampler(NamedTuple):
+    """A sampler: ``init`` and ``step`` pure functions plus what the driver needs.
+
+    Attributes:
+        init: ``position -> state``.
+        step: ``(key, state, batch=None) -> (state, info)``.
+        target: the :class:`~sgmcmc.Target` this sampler was built for.
+        rebuild: ``target -> Sampler`` giving the same sampler over another
+            version of the target (same functions, other data arrays).
+        name: short name (``"sgld"``, ``"hmc"``, ...).
+        is_exact: whether the sampler leaves the target exactly invariant
+            (Metropolis-corrected) or is an approximation with a bias.
+    """
+
+    init: Callable[..., Any]
+    step: Callable[..., Any]
+    target: Target | None = None
+    rebuild: Callable[[Target], Sampler] | None = None
+    name: str = "sampler"
+    is_exact: bool = False
+
+
+REGISTRY: dict[str, Callable[..., Sampler]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Sampler]], Callable[..., Sampler]]:
+    """Decorator adding a sampler factory to :data:`REGISTRY` under ``name``."""
+
+    def deco(factory):
+        if name in REGISTRY and REGISTRY[name] is not factory:
+            raise ValueError(f"a sampler named {name!r} is already registered")
+        REGISTRY[name] = factory
+        return factory
+
+    return deco

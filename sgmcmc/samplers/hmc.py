@@ -1,0 +1,191 @@
+"""Hamiltonian Monte Carlo with a fixed number of leapfrog steps. Exact.
+
+Algorithm (Duane, Kennedy, Pendleton & Roweth 1987; Neal 2011, "MCMC using
+Hamiltonian dynamics"): draw a momentum ``p ~ N(0, M)``, integrate
+Hamilton's equations for ``H(x, p) = -log pi(x) + p^T M^{-1} p / 2`` with
+``num_integration_steps`` leapfrog steps of size ``step_size``, and accept
+the end point with probability ``min(1, exp(H_0 - H_L))``. The leapfrog map
+is reversible and volume-preserving, so the Metropolis test makes the chain
+leave ``pi`` exactly invariant whatever the step size.
+
+A trajectory whose energy error is not finite or exceeds
+``divergence_threshold`` is a divergence: it is rejected (the chain stays at
+its last finite state) and reported in ``info.is_divergent``.
+
+The step size and the inverse mass matrix live in the state, so warmup can
+adapt them per chain inside one compiled program.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from sgmcmc._tree import PyTree
+from sgmcmc.samplers.base import Sampler, register
+from sgmcmc.samplers.integrators import IntegratorState, integrate
+from sgmcmc.samplers.metrics import check_inverse_mass_matrix, gaussian_euclidean
+from sgmcmc.samplers.proposal import metropolis_hastings
+from sgmcmc.samplers.step_size import StepSize, check_step_size, current_step_size, initial_step_size
+from sgmcmc.target import Target
+
+__all__ = ["HMCState", "HMCInfo", "hmc", "hamiltonian_transition"]
+
+
+class HMCState(NamedTuple):
+    """State of an HMC-family chain.
+
+    ``inverse_mass_matrix`` is over the flattened position (``ravel_pytree``
+    order): a vector for a diagonal matrix, a matrix for a dense one.
+    """
+
+    position: PyTree
+    logdensity: jax.Array
+    logdensity_grad: PyTree
+    step_size: jax.Array
+    inverse_mass_matrix: jax.Array
+    count: jax.Array
+
+
+class HMCInfo(NamedTuple):
+    """Per-step statistics of HMC and MALA (shared names, see ``base``)."""
+
+    acceptance_rate: jax.Array
+    is_accepted: jax.Array
+    is_divergent: jax.Array
+    energy: jax.Array
+    step_size: jax.Array
+    num_grad_evals: jax.Array
+    logdensity: jax.Array
+
+
+def _check_steps(num_integration_steps) -> int:
+    if isinstance(num_integration_steps, bool) or not isinstance(num_integration_steps, int):
+        raise TypeError(f"num_integration_steps must be an int, got {num_integration_steps!r}.")
+    if num_integration_steps < 1:
+        raise ValueError(f"num_integration_steps must be >= 1, got {num_integration_steps}.")
+    return num_integration_steps
+
+
+def _check_threshold(divergence_threshold) -> float:
+    value = float(divergence_threshold)
+    if not value > 0:
+        raise ValueError(f"divergence_threshold must be > 0, got {divergence_threshold}.")
+    return value
+
+
+def hmc_init(target: Target, position: PyTree, step_size: StepSize, inverse_mass_matrix: jax.Array) -> HMCState:
+    """A fresh HMC-family state at ``position``."""
+    logdensity, grad = jax.value_and_grad(target.logdensity)(position)
+    flat, _ = ravel_pytree(position)
+    return HMCState(
+        position=position,
+        logdensity=logdensity,
+        logdensity_grad=grad,
+        step_size=initial_step_size(step_size, flat.dtype),
+        inverse_mass_matrix=jnp.asarray(inverse_mass_matrix, flat.dtype),
+        count=jnp.zeros((), jnp.int32),
+    )
+
+
+def hamiltonian_transition(
+    key: jax.Array,
+    state: HMCState,
+    target: Target,
+    step_size: StepSize,
+    num_integration_steps: int,
+    divergence_threshold: float,
+) -> tuple[HMCState, HMCInfo]:
+    """One Metropolis-adjusted leapfrog trajectory of ``num_integration_steps`` steps."""
+    key_momentum, key_accept = jax.random.split(key)
+    flat, unravel = ravel_pytree(state.position)
+    flat_grad, _ = ravel_pytree(state.logdensity_grad)
+    eps = current_step_size(step_size, state.step_size, state.count)
+    metric = gaussian_euclidean(state.inverse_mass_matrix)
+
+    def logdensity_and_grad(x):
+        value, grad = jax.value_and_grad(target.logdensity)(unravel(x))
+        return value, ravel_pytree(grad)[0]
+
+    momentum = metric.sample_momentum(key_momentum, flat)
+    start = IntegratorState(flat, momentum, state.logdensity, flat_grad)
+    end = integrate(start, eps, num_integration_steps, logdensity_and_grad, metric)
+
+    energy_start = -start.logdensity + metric.kinetic_energy(start.momentum)
+    energy_end = -end.logdensity + metric.kinetic_energy(end.momentum)
+    decision = metropolis_hastings(key_accept, energy_start - energy_end, divergence_threshold)
+    accept = decision.is_accepted
+
+    new_position = jax.tree.map(lambda a, b: jnp.where(accept, a, b), unravel(end.position), state.position)
+    new_grad = jax.tree.map(lambda a, b: jnp.where(accept, a, b), unravel(end.logdensity_grad), state.logdensity_grad)
+    new_logdensity = jnp.where(accept, end.logdensity, state.logdensity)
+    energy = jnp.where(accept, energy_end, energy_start)
+    new_state = state._replace(
+        position=new_position,
+        logdensity=new_logdensity,
+        logdensity_grad=new_grad,
+        count=state.count + 1,
+    )
+    info = HMCInfo(
+        acceptance_rate=decision.acceptance_rate,
+        is_accepted=accept,
+        is_divergent=decision.is_divergent,
+        energy=energy,
+        step_size=eps,
+        num_grad_evals=jnp.asarray(num_integration_steps, jnp.int32),
+        logdensity=new_logdensity,
+    )
+    return new_state, info
+
+
+@register("hmc")
+def hmc(
+    target: Target,
+    step_size: StepSize = 0.1,
+    num_integration_steps: int = 10,
+    *,
+    inverse_mass_matrix=None,
+    divergence_threshold: float = 1000.0,
+) -> Sampler:
+    """Hamiltonian Monte Carlo with a fixed trajectory (exact).
+
+    Args:
+        target: the :class:`~sgmcmc.Target` to sample.
+        step_size: leapfrog step size, a positive float or a schedule.
+        num_integration_steps: leapfrog steps per trajectory (trajectory
+            length = ``step_size * num_integration_steps``).
+        inverse_mass_matrix: vector (diagonal) or matrix (dense) over the
+            flattened position; identity by default.
+        divergence_threshold: energy error above which a step is divergent.
+
+    Reference: Neal (2011), "MCMC using Hamiltonian dynamics", Handbook of
+    Markov Chain Monte Carlo, ch. 5.
+    """
+    step_size = check_step_size(step_size)
+    num_integration_steps = _check_steps(num_integration_steps)
+    divergence_threshold = _check_threshold(divergence_threshold)
+    flat, _ = ravel_pytree(target.initial_position)
+    inv_mass = check_inverse_mass_matrix(inverse_mass_matrix, flat.size, flat.dtype)
+    return _build(target, step_size, num_integration_steps, inv_mass, divergence_threshold)
+
+
+def _build(
+    target: Target, step_size: StepSize, num_integration_steps: int, inv_mass: jax.Array, divergence_threshold: float
+) -> Sampler:
+    """The HMC sampler for already-validated settings."""
+
+    def init(position: PyTree) -> HMCState:
+        return hmc_init(target, position, step_size, inv_mass)
+
+    def step(key: jax.Array, state: HMCState, batch=None) -> tuple[HMCState, HMCInfo]:
+        if batch is not None:
+            raise ValueError("HMC is a full-batch sampler; it does not take a minibatch.")
+        return hamiltonian_transition(key, state, target, step_size, num_integration_steps, divergence_threshold)
+
+    def rebuild(new_target: Target) -> Sampler:
+        return _build(new_target, step_size, num_integration_steps, inv_mass, divergence_threshold)
+
+    return Sampler(init, step, target, rebuild, "hmc", True)

@@ -1,0 +1,154 @@
+"""Stochastic-gradient Langevin dynamics (SGLD). Approximate.
+
+Algorithm (Welling & Teh 2011, "Bayesian learning via stochastic gradient
+Langevin dynamics", ICML): the Euler-Maruyama discretisation of the Langevin
+diffusion ``d theta = (1/2) grad log pi(theta) dt + sqrt(T) dW``, whose
+stationary law is ``pi^(1/T)``, with the gradient replaced by an unbiased
+minibatch estimate:
+
+    theta' = theta + (eps / 2) * g_hat(theta) + sqrt(eps * T) * xi,   xi ~ N(0, I)
+
+where ``g_hat = grad log p(theta) + (N/n) sum_batch grad log p(x_i|theta)``.
+``T = 1`` targets the Bayesian posterior; ``T < 1`` a cold posterior;
+``T = 0`` is gradient ascent on the log posterior (SGD with learning rate
+``eps / 2`` on the summed loss).
+
+There is no Metropolis test, so the chain is biased: with a fixed step size
+the stationary distribution differs from ``pi^(1/T)`` by O(eps) (for a
+Gaussian with variance s^2 the full-batch chain has variance
+``T s^2 / (1 - eps / (4 s^2))``), plus the extra variance the minibatch noise
+adds. Decreasing step sizes (any schedule ``count -> eps``, e.g. from optax)
+remove the bias asymptotically (Teh, Thiery & Vollmer 2016).
+
+A step whose gradient estimate, log-density estimate or new position is not
+finite is rejected (the chain keeps its last finite state) and reported in
+``info.is_divergent``. SGLD never evaluates the density at the point it moves
+to, so it can step into a region where the density is not finite; every step
+from there is then flagged as divergent and the chain stays put: the run is
+reported as broken, it never carries a NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from sgmcmc import noise
+from sgmcmc._tree import PyTree
+from sgmcmc.gradients import GradientEstimator, full_batch, minibatch
+from sgmcmc.samplers.base import Sampler, register
+from sgmcmc.samplers.step_size import StepSize, check_step_size, current_step_size, initial_step_size
+from sgmcmc.target import Target
+
+__all__ = ["SGLDState", "SGLDInfo", "sgld"]
+
+
+class SGLDState(NamedTuple):
+    """State of an SGLD chain."""
+
+    position: PyTree
+    step_size: jax.Array
+    count: jax.Array
+
+
+class SGLDInfo(NamedTuple):
+    """Per-step statistics of SGLD (shared names, see ``base``).
+
+    ``logdensity`` is the (minibatch) estimate at the step's starting point,
+    which the step computes anyway; ``acceptance_rate`` is always 1.
+    """
+
+    acceptance_rate: jax.Array
+    is_divergent: jax.Array
+    step_size: jax.Array
+    num_grad_evals: jax.Array
+    logdensity: jax.Array
+
+
+def check_temperature(temperature) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a real number >= 0, got {temperature!r}.")
+    value = float(temperature)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"temperature must be finite and >= 0, got {temperature}.")
+    return value
+
+
+def make_gradient_estimator(target: Target, batch_size: int | None) -> GradientEstimator:
+    """Full batch when ``batch_size`` is None, else the N/n-scaled minibatch estimator."""
+    if batch_size is None:
+        return full_batch(target)
+    return minibatch(target, batch_size)
+
+
+@register("sgld")
+def sgld(
+    target: Target,
+    step_size: StepSize = 1e-4,
+    *,
+    batch_size: int | None = None,
+    temperature: float = 1.0,
+) -> Sampler:
+    """Stochastic-gradient Langevin dynamics (approximate; see module docstring).
+
+    Args:
+        target: the :class:`~sgmcmc.Target` to sample.
+        step_size: ``eps``, a positive float or a schedule ``count -> eps``.
+        batch_size: minibatch size n for data-driven targets; ``None`` uses the
+            full-batch gradient.
+        temperature: ``T >= 0``; the chain targets ``pi^(1/T)``.
+    """
+    step_size = check_step_size(step_size)
+    temperature = check_temperature(temperature)
+    return _build(target, step_size, batch_size, temperature)
+
+
+def _build(target: Target, step_size: StepSize, batch_size: int | None, temperature: float) -> Sampler:
+    """The SGLD sampler for already-validated settings."""
+    estimator = make_gradient_estimator(target, batch_size)
+
+    def init(position: PyTree) -> SGLDState:
+        flat, _ = ravel_pytree(position)
+        return SGLDState(position, initial_step_size(step_size, flat.dtype), jnp.zeros((), jnp.int32))
+
+    def step(key: jax.Array, state: SGLDState, batch=None) -> tuple[SGLDState, SGLDInfo]:
+        # One key serves both the minibatch indices and the noise: sgmcmc.noise draws
+        # them from separate counter streams of the key, so they are independent.
+        estimate = estimator.estimate(key, state.position, batch)
+        eps = current_step_size(step_size, state.step_size, state.count)
+        half_eps = 0.5 * eps
+        # The position is finite by induction, so the new one is finite exactly when
+        # the gradient and the value are: a scalar test on their sums (an overflowing
+        # sum is flagged too), which fuses with the update instead of a second pass.
+        grad_sum = sum(jnp.sum(g) for g in jax.tree.leaves(estimate.grad))
+        finite = jnp.isfinite(estimate.value) & jnp.isfinite(grad_sum)
+        if temperature > 0:
+            noise_scale = jnp.sqrt(eps * temperature)
+            xi = noise.normal_like(key, state.position)
+            position = jax.tree.map(
+                lambda x, g, z: jnp.where(finite, x + half_eps * g + noise_scale * z, x),
+                state.position,
+                estimate.grad,
+                xi,
+            )
+        else:
+            position = jax.tree.map(lambda x, g: jnp.where(finite, x + half_eps * g, x), state.position, estimate.grad)
+        new_state = SGLDState(position, state.step_size, state.count + 1)
+        info = SGLDInfo(
+            acceptance_rate=jnp.ones((), eps.dtype),
+            is_divergent=~finite,
+            step_size=eps,
+            num_grad_evals=estimate.num_grad_evals,
+            logdensity=estimate.value,
+        )
+        return new_state, info
+
+    def rebuild(new_target: Target) -> Sampler:
+        return _build(new_target, step_size, batch_size, temperature)
+
+    return Sampler(init, step, target, rebuild, "sgld", False)
