@@ -342,18 +342,15 @@ def _import_arviz():
 def select_weights(posterior, selection: Mapping[str, Mapping[str, Sequence[int]]] = SHOWN_WEIGHTS):
     """A small ``xarray.Dataset`` with the chosen coordinates of a few variables.
 
-    ``posterior`` is an ArviZ posterior group whose dimensions carry no
-    coordinate values (as :func:`sgmcmc.diagnostics.to_arviz` writes them);
-    integer coordinates are attached first so that the selected entries keep
-    their true indices in labels (``hidden.w[36, 0]``, not ``[0, 0]``).
+    ``posterior`` is an ArviZ posterior group as :func:`sgmcmc.diagnostics.to_arviz`
+    writes it: every dimension has integer coordinates, so the selected entries
+    keep their true indices in labels (``hidden.w[36, 0]``).
     """
     import xarray as xr
 
     shown = {}
     for name, sel in selection.items():
-        var = posterior[name]
-        var = var.assign_coords({dim: np.arange(var.sizes[dim]) for dim in var.dims if dim not in ("chain", "draw")})
-        shown[name] = var.sel({dim: list(idx) for dim, idx in sel.items()})
+        shown[name] = posterior[name].sel({dim: list(idx) for dim, idx in sel.items()})
     return xr.Dataset(shown)
 
 

@@ -82,3 +82,10 @@ def test_plain_array_position_gets_a_name():
     idata = result.to_arviz()
     assert list(idata.posterior.data_vars) == ["x"]
     assert "log_likelihood" not in idata.groups()
+
+
+def test_coordinates_label_selected_entries(linreg_result):
+    idata = linreg_result.to_arviz()
+    assert list(idata.posterior["layer1.w"].coords["layer1.w_dim_0"].values) == [0, 1]
+    summary = az.summary(idata, var_names=["layer1.w"], coords={"layer1.w_dim_0": [1]})
+    assert list(summary.index) == ["layer1.w[1]"]

@@ -32,13 +32,13 @@ def diagonal_20d():
 CASES = {
     "hmc-corr2d": (lambda t: sgmcmc.hmc(t, 0.15, 12), correlated_2d),
     "hmc-corr2d-dense-metric": (
-        lambda t: sgmcmc.hmc(t, 0.6, 4, inverse_mass_matrix=COV_2D),
+        lambda t: sgmcmc.hmc(t, 0.5, 3, inverse_mass_matrix=COV_2D),
         correlated_2d,
     ),
     "mala-corr2d": (lambda t: sgmcmc.mala(t, 0.35), correlated_2d),
     "hmc-diag20d": (lambda t: sgmcmc.hmc(t, 0.3, 10), diagonal_20d),
     "hmc-diag20d-diag-metric": (
-        lambda t: sgmcmc.hmc(t, 0.5, 6, inverse_mass_matrix=SD_20D**2),
+        lambda t: sgmcmc.hmc(t, 0.5, 3, inverse_mass_matrix=SD_20D**2),
         diagonal_20d,
     ),
     "mala-diag20d": (lambda t: sgmcmc.mala(t, 0.35), diagonal_20d),

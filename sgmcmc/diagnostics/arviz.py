@@ -37,11 +37,15 @@ SAMPLE_STATS_NAMES = {
 
 
 def _dataset(variables: dict[str, np.ndarray], leading: tuple[str, ...], coords: dict) -> xr.Dataset:
+    """A Dataset with dims ``(*leading, "<name>_dim_0", ...)`` and integer coordinates on every dim."""
     data_vars = {}
+    coords = dict(coords)
     for name, value in variables.items():
         value = np.asarray(value)
         extra = value.ndim - len(leading)
         dims = (*leading, *(f"{name}_dim_{i}" for i in range(extra)))
+        for dim, size in zip(dims[len(leading) :], value.shape[len(leading) :]):
+            coords[dim] = np.arange(size)
         data_vars[name] = (dims, value)
     return xr.Dataset(data_vars, coords=coords)
 
