@@ -174,11 +174,16 @@ class Target:
             return position
         return self.constrain_fn(position, self.data)
 
-    def check_position(self, position: PyTree, what: str = "initial position") -> PyTree:
-        """Validate ``position`` against this target (structure, shapes, finiteness, density)."""
+    def check_position(self, position: PyTree, what: str = "initial position", *, evaluate: bool = True) -> PyTree:
+        """Validate ``position`` against this target.
+
+        Checks the pytree structure, leaf shapes and finiteness, and (when
+        ``evaluate``) that the log density there is a finite scalar.
+        """
         position = check_position(position, what)
         _check_same_structure(self.initial_position, position, f"The {what}")
-        _scalar_logdensity(self.logdensity(position), f"The log density of target {self.name!r}")
+        if evaluate:
+            _scalar_logdensity(self.logdensity(position), f"The log density of target {self.name!r}")
         return position
 
     # -- constructors ---------------------------------------------------------

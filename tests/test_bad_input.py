@@ -125,3 +125,10 @@ def test_bad_data_targets():
         sgmcmc.sgld(target, 0.1, batch_size=6)
     with pytest.raises(ValueError, match="batch_size"):
         sgmcmc.sgld(target, 0.1, batch_size=0)
+
+
+def test_initial_position_where_density_is_not_finite():
+    target = sgmcmc.Target.from_logdensity(lambda p: jnp.sum(jnp.log(p["x"])), {"x": jnp.ones(2)})
+    init = {"x": jnp.array([[1.0, 1.0], [-1.0, 1.0]])}
+    with pytest.raises(ValueError, match=r"chain\(s\) \[1\]"):
+        sgmcmc.sample(sgmcmc.hmc(target, 0.1, 3), num_samples=10, num_chains=2, seed=0, initial_position=init)
