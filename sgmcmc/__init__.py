@@ -8,10 +8,10 @@ One interface for every sampler::
     idata = result.to_arviz()
 """
 
-from sgmcmc import gradients, noise
+from sgmcmc import adaptation, gradients, noise
 from sgmcmc.result import SampleResult
 from sgmcmc.run import sample
-from sgmcmc.samplers import REGISTRY, Sampler, hmc, mala, sgld
+from sgmcmc.samplers import REGISTRY, Sampler, chees_hmc, hmc, mala, nuts, sgld
 from sgmcmc.target import Target
 
 __version__ = "0.1.0"
@@ -24,6 +24,9 @@ __all__ = [
     "sgld",
     "mala",
     "hmc",
+    "nuts",
+    "chees_hmc",
+    "adaptation",
     "REGISTRY",
     "gradients",
     "noise",

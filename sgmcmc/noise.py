@@ -84,7 +84,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["normal", "normal_like", "uniform_indices", "threefry_bits", "METHODS"]
+__all__ = ["normal", "normal_like", "uniform_indices", "uniform_at", "threefry_bits", "METHODS"]
 
 #: Accepted values of ``method``.  ``"threefry"`` is an alias of ``"xla_threefry"``.
 METHODS = ("auto", "jax", "xla_threefry", "threefry")
@@ -92,6 +92,7 @@ METHODS = ("auto", "jax", "xla_threefry", "threefry")
 # High counter word of the normal stream ("SGLD") and of the index stream.
 _TAG_NORMAL = 0x53474C44
 _TAG_INDEX = 0x53474C49
+_TAG_UNIFORM = 0x53474C55
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _KS_PARITY = 0x1BD11BDA
@@ -363,3 +364,18 @@ def uniform_indices(key, num: int, maxval) -> jax.Array:
     bits = _stream_words(k0, k1, 0, num, _TAG_INDEX, both=False)
     m = jnp.asarray(maxval).astype(jnp.uint32)
     return _mulhi_u32(bits, m).astype(jnp.int32)
+
+
+def uniform_at(key, counter, dtype=jnp.float32) -> jax.Array:
+    """One uniform number in ``(0, 1)`` for the integer ``counter`` of ``key``.
+
+    A single Threefry-2x32-20 block of ``(counter, tag)``: distinct counters of
+    one key give independent numbers, so a loop can draw its ``i``-th number
+    without splitting keys (NUTS uses it once per leapfrog step). 24 bits of
+    the first output word give ``u = (k + 1/2) 2^-24``, never 0 or 1.
+    ``counter`` may be traced.
+    """
+    k0, k1 = _key_words(key)
+    ctr = jnp.asarray(counter).astype(jnp.uint32)
+    bits = _threefry2x32(k0, k1, ctr, np.uint32(_TAG_UNIFORM))
+    return ((bits >> np.uint32(8)).astype(dtype) + 0.5) * np.asarray(2.0**-24, dtype)

@@ -168,6 +168,58 @@ def _make_chunk_fn(sampler: Sampler, chunk_len: int, thin: int, collect: bool):
     return chunk
 
 
+def _make_adaptive_chunk_fn(sampler: Sampler, chunk_len: int):
+    """The program that runs ``chunk_len`` steps of the sampler's warmup adaptation."""
+
+    def chunk(data, states, adapt, chain_keys, start, num_valid):
+        TRACE_COUNTS["adapt"] += 1
+        warmup = _bind(sampler, data).warmup
+        num_chains = jax.tree.leaves(chain_keys)[0].shape[0]
+        info_shape = jax.eval_shape(
+            lambda s, a: warmup.step(chain_keys, s, a, jnp.int32(0))[2], states, adapt
+        )
+
+        def iteration(carry, i):
+            states, adapt, divergences, grad_evals = carry
+            t = start + i
+            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(chain_keys, t)
+
+            def run(args):
+                return warmup.step(keys, *args, t)
+
+            def skip(args):
+                return (*args, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info_shape))
+
+            states, adapt, info = lax.cond(i < num_valid, run, skip, (states, adapt))
+            divergences = divergences + jnp.asarray(info.is_divergent, jnp.int32)
+            grad_evals = grad_evals + jnp.asarray(info.num_grad_evals, jnp.int32)
+            return (states, adapt, divergences, grad_evals), None
+
+        zeros = jnp.zeros((num_chains,), jnp.int32)
+        (states, adapt, divergences, grad_evals), _ = lax.scan(
+            iteration, (states, adapt, zeros, zeros), jnp.arange(chunk_len)
+        )
+        return states, adapt, divergences, grad_evals
+
+    return chunk
+
+
+def _make_adapt_init_fn(sampler: Sampler, num_warmup: int):
+    def init(data, states, key):
+        TRACE_COUNTS["adapt_init"] += 1
+        return _bind(sampler, data).warmup.init(key, states, num_warmup)
+
+    return init
+
+
+def _make_adapt_final_fn(sampler: Sampler):
+    def final(data, states, adapt):
+        TRACE_COUNTS["adapt_final"] += 1
+        return _bind(sampler, data).warmup.finalize(states, adapt)
+
+    return final
+
+
 def _make_init_fn(sampler: Sampler):
     def init(data, positions):
         TRACE_COUNTS["init"] += 1
@@ -240,8 +292,10 @@ def sample(
         target: optional; if given it must be the sampler's own target.
         num_samples: draws kept per chain, after warmup and thinning.
         seed: an integer or a JAX PRNG key. Same seed, same draws.
-        num_warmup: steps run first and discarded (burn-in). Samplers with a
-            warmup adaptation use them to tune themselves.
+        num_warmup: steps run first and discarded. Samplers with a warmup
+            adaptation (``sampler.warmup``: NUTS, HMC and MALA with a float
+            step size, ...) tune their step size, mass matrix or trajectory
+            length during them; others treat them as burn-in.
         num_chains: chains run in parallel (vmapped).
         thin: steps per kept draw.
         progress: show a tqdm progress bar (updated once per chunk).
@@ -336,13 +390,57 @@ def sample(
     sample_chunk = max(1, min(chunk_size, _CHUNK_BYTES // max(draw_bytes, 1)))
     chunk_lengths = {True: sample_chunk, False: chunk_size}
 
+    def run_adaptation(states):
+        """The sampler's warmup adaptation for ``num_warmup`` steps, in chunks."""
+        nonlocal num_compiled
+        chunk_len = chunk_lengths[False]
+        key_adapt = jax.random.fold_in(key_run, 0x0DA97)
+        init_fn, seconds, new = _get_compiled(
+            "adapt_init", _make_adapt_init_fn(sampler, num_warmup), (sampler, num_warmup), (data, states, key_adapt)
+        )
+        timing["compile_s"] += seconds
+        num_compiled += new
+        start = time.perf_counter()
+        adapt = init_fn(data, states, key_adapt)
+        seconds_run = time.perf_counter() - start
+        fn = _make_adaptive_chunk_fn(sampler, chunk_len)
+        args = (data, states, adapt, chain_keys, jnp.int32(0), jnp.int32(chunk_len))
+        compiled, seconds, new = _get_compiled("adapt_chunk", fn, (sampler, chunk_len), args)
+        timing["compile_s"] += seconds
+        num_compiled += new
+        final_fn, seconds, new = _get_compiled(
+            "adapt_final", _make_adapt_final_fn(sampler), (sampler,), (data, states, adapt)
+        )
+        timing["compile_s"] += seconds
+        num_compiled += new
+        divergences = np.zeros(num_chains, np.int64)
+        grad_evals = np.zeros(num_chains, np.int64)
+        done = 0
+        start = time.perf_counter()
+        while done < num_warmup:
+            valid = min(chunk_len, num_warmup - done)
+            states, adapt, div, ge = compiled(
+                data, states, adapt, chain_keys, jnp.asarray(done, jnp.int32), jnp.asarray(valid, jnp.int32)
+            )
+            divergences += np.asarray(div)
+            grad_evals += np.asarray(ge)
+            done += valid
+            if bar is not None:
+                bar.update(valid)
+        states = final_fn(data, states, adapt)
+        jax.block_until_ready(states)
+        return states, divergences, grad_evals, seconds_run + time.perf_counter() - start
+
     try:
         warm_div = np.zeros(num_chains, np.int64)
         warm_grads = np.zeros(num_chains, np.int64)
         if num_warmup > 0:
             if bar is not None:
                 bar.set_description(f"{sampler.name} warmup")
-            states, _, warm_div, warm_grads, timing["warmup_s"] = run_phase(num_warmup, 1, 0, False, states)
+            if getattr(sampler, "warmup", None) is not None:
+                states, warm_div, warm_grads, timing["warmup_s"] = run_adaptation(states)
+            else:
+                states, _, warm_div, warm_grads, timing["warmup_s"] = run_phase(num_warmup, 1, 0, False, states)
         if bar is not None:
             bar.set_description(f"{sampler.name} sampling")
         states, outputs, _, _, timing["sampling_s"] = run_phase(num_samples, thin, num_warmup, True, states)

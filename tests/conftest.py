@@ -34,6 +34,25 @@ def var_z(draws: np.ndarray, true_var: float) -> float:
     return float((sq.mean() - true_var) / se)
 
 
+def reference_z(draws: np.ndarray, ref: dict) -> tuple[float, float]:
+    """z-scores of the mean and the sd of ``draws`` (chain, draw) against a reference summary.
+
+    ``ref`` holds the reference ``mean``, ``sd`` and their Monte Carlo standard
+    errors ``mcse_mean``, ``mcse_sd`` (as in ``data/posteriordb_summaries.json``).
+    Both runs' errors are combined: z = (run - ref) / sqrt(se_run^2 + se_ref^2),
+    with the run's errors from ArviZ's bulk ESS (of x for the mean, of
+    (x - mean)^2 for the variance, carried to the sd by the delta method).
+    """
+    draws = np.asarray(draws, np.float64)
+    mean, sd = draws.mean(), draws.std()
+    se_mean = sd / np.sqrt(ess(draws))
+    sq = (draws - mean) ** 2
+    se_sd = sq.std() / np.sqrt(ess(sq)) / (2 * sd)
+    z_mean = (mean - ref["mean"]) / np.hypot(se_mean, ref["mcse_mean"])
+    z_sd = (sd - ref["sd"]) / np.hypot(se_sd, ref["mcse_sd"])
+    return float(z_mean), float(z_sd)
+
+
 def assert_moments(draws: np.ndarray, means, variances, z: float = 4.0, label: str = "") -> None:
     """Every coordinate's mean and variance within ``z`` MCSE of the truth.
 

@@ -16,6 +16,8 @@ CONTRACT_KWARGS = {
     "sgld": {"step_size": 1e-3, "batch_size": 16},
     "mala": {"step_size": 0.05},
     "hmc": {"step_size": 0.05, "num_integration_steps": 5},
+    "nuts": {"step_size": 0.05},
+    "chees_hmc": {"step_size": 0.05, "trajectory_length": 0.3},
 }
 
 

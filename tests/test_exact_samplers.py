@@ -1,4 +1,4 @@
-"""HMC and MALA sample known Gaussians exactly: moments within 4 Monte Carlo standard errors.
+"""HMC, MALA and NUTS sample known Gaussians exactly: moments within 4 Monte Carlo standard errors.
 
 The MCSE of a mean is sd / sqrt(ESS) with ArviZ's bulk ESS; that of a variance is
 the MCSE of the mean of (x - mean)^2, with that series' own ESS. With a fixed seed
@@ -42,6 +42,10 @@ CASES = {
         diagonal_20d,
     ),
     "mala-diag20d": (lambda t: sgmcmc.mala(t, 0.35), diagonal_20d),
+    # NUTS with Stan's warmup (step size and mass matrix adapted from a poor start)
+    "nuts-corr2d": (lambda t: sgmcmc.nuts(t), correlated_2d),
+    "nuts-corr2d-dense-metric": (lambda t: sgmcmc.nuts(t, metric="dense"), correlated_2d),
+    "nuts-diag20d": (lambda t: sgmcmc.nuts(t, step_size=0.01), diagonal_20d),
 }
 
 

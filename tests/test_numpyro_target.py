@@ -12,23 +12,13 @@ import pathlib
 
 import arviz as az
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 import pytest
-from conftest import ess
+from conftest import reference_z
+from posteriordb_models import eight_schools_noncentered as eight_schools
 
 import sgmcmc
 
 DATA = pathlib.Path(__file__).with_name("data")
-
-
-def eight_schools(J, sigma, y=None):
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-    with numpyro.plate("J", J):
-        theta_trans = numpyro.sample("theta_trans", dist.Normal(0.0, 1.0))
-        theta = numpyro.deterministic("theta", mu + tau * theta_trans)
-        numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +29,6 @@ def eight_schools_result():
     )
     sampler = sgmcmc.hmc(target, step_size=0.3, num_integration_steps=12)
     return sgmcmc.sample(sampler, num_samples=3000, num_warmup=300, num_chains=4, seed=0, progress=False)
-
-
-def _z(draws, ref):
-    draws = np.asarray(draws, np.float64)
-    mean, sd = draws.mean(), draws.std()
-    se_mean = sd / np.sqrt(ess(draws))
-    sq = (draws - mean) ** 2
-    se_sd = sq.std() / np.sqrt(ess(sq)) / (2 * sd)
-    z_mean = (mean - ref["mean"]) / np.hypot(se_mean, ref["mcse_mean"])
-    z_sd = (sd - ref["sd"]) / np.hypot(se_sd, ref["mcse_sd"])
-    return z_mean, z_sd
 
 
 def test_constrained_draws(eight_schools_result):
@@ -78,7 +57,7 @@ def test_matches_posteriordb_reference(eight_schools_result):
             draws = samples["theta"][..., int(column[6:-1]) - 1]
         else:
             draws = samples[column]
-        z_mean, z_sd = _z(draws, ref)
+        z_mean, z_sd = reference_z(draws, ref)
         if abs(z_mean) >= 4 or abs(z_sd) >= 4:
             failures.append(f"{column}: z_mean={z_mean:.2f} z_sd={z_sd:.2f}")
     assert not failures, failures

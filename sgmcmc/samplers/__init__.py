@@ -4,8 +4,10 @@ See :mod:`sgmcmc.samplers.base` for the contract.
 """
 
 from sgmcmc.samplers.base import REGISTRY, SHARED_INFO_FIELDS, Sampler, register
+from sgmcmc.samplers.chees_hmc import ChEESState, chees_hmc
 from sgmcmc.samplers.hmc import HMCInfo, HMCState, hmc
 from sgmcmc.samplers.mala import mala
+from sgmcmc.samplers.nuts import NUTSInfo, nuts
 from sgmcmc.samplers.sgld import SGLDInfo, SGLDState, sgld
 
 __all__ = [
@@ -17,6 +19,10 @@ __all__ = [
     "HMCState",
     "HMCInfo",
     "mala",
+    "nuts",
+    "chees_hmc",
+    "ChEESState",
+    "NUTSInfo",
     "sgld",
     "SGLDState",
     "SGLDInfo",

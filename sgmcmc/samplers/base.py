@@ -64,6 +64,9 @@ class Sampler(NamedTuple):
         name: short name (``"sgld"``, ``"hmc"``, ...).
         is_exact: whether the sampler leaves the target exactly invariant
             (Metropolis-corrected) or is an approximation with a bias.
+        warmup: the sampler's warmup adaptation (a
+            :class:`~sgmcmc.adaptation.base.Warmup`), run by the driver for
+            ``num_warmup`` steps; ``None`` when warmup is plain burn-in.
     """
 
     init: Callable[..., Any]
@@ -72,6 +75,7 @@ class Sampler(NamedTuple):
     rebuild: Callable[[Target], Sampler] | None = None
     name: str = "sampler"
     is_exact: bool = False
+    warmup: Any = None
 
 
 REGISTRY: dict[str, Callable[..., Sampler]] = {}

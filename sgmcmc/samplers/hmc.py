@@ -18,6 +18,7 @@ adapt them per chain inside one compiled program.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -25,11 +26,13 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from sgmcmc._tree import PyTree
+from sgmcmc.adaptation.window import check_target_accept, window_adaptation
 from sgmcmc.samplers.base import Sampler, register
 from sgmcmc.samplers.integrators import IntegratorState, integrate
-from sgmcmc.samplers.metrics import check_inverse_mass_matrix, gaussian_euclidean
+from sgmcmc.samplers.metrics import check_inverse_mass_matrix, check_metric, gaussian_euclidean
 from sgmcmc.samplers.proposal import metropolis_hastings
 from sgmcmc.samplers.step_size import StepSize, check_step_size, current_step_size, initial_step_size
+from sgmcmc.samplers.step_size_search import find_reasonable_step_size
 from sgmcmc.target import Target
 
 __all__ = ["HMCState", "HMCInfo", "hmc", "hamiltonian_transition"]
@@ -149,6 +152,9 @@ def hmc(
     *,
     inverse_mass_matrix=None,
     divergence_threshold: float = 1000.0,
+    target_accept: float = 0.8,
+    metric: str | None = None,
+    adapt: bool = True,
 ) -> Sampler:
     """Hamiltonian Monte Carlo with a fixed trajectory (exact).
 
@@ -160,6 +166,13 @@ def hmc(
         inverse_mass_matrix: vector (diagonal) or matrix (dense) over the
             flattened position; identity by default.
         divergence_threshold: energy error above which a step is divergent.
+        target_accept: mean acceptance probability warmup aims for.
+        metric: ``"diag"`` or ``"dense"``, the mass matrix warmup adapts
+            (default: the form of ``inverse_mass_matrix``, else diagonal).
+        adapt: with ``num_warmup > 0`` in :func:`sgmcmc.sample`, run Stan's
+            windowed adaptation of the step size and mass matrix
+            (:func:`sgmcmc.adaptation.window_adaptation`); ``False`` makes
+            warmup plain burn-in. A schedule step size is never adapted.
 
     Reference: Neal (2011), "MCMC using Hamiltonian dynamics", Handbook of
     Markov Chain Monte Carlo, ch. 5.
@@ -168,12 +181,20 @@ def hmc(
     num_integration_steps = _check_steps(num_integration_steps)
     divergence_threshold = _check_threshold(divergence_threshold)
     flat, _ = ravel_pytree(target.initial_position)
-    inv_mass = check_inverse_mass_matrix(inverse_mass_matrix, flat.size, flat.dtype)
-    return _build(target, step_size, num_integration_steps, inv_mass, divergence_threshold)
+    target_accept = check_target_accept(target_accept)
+    metric = check_metric(metric, inverse_mass_matrix)
+    inv_mass = check_inverse_mass_matrix(inverse_mass_matrix, flat.size, flat.dtype, metric)
+    adaptation = (target_accept, metric) if adapt else None
+    return _build(target, step_size, num_integration_steps, inv_mass, divergence_threshold, adaptation)
 
 
 def _build(
-    target: Target, step_size: StepSize, num_integration_steps: int, inv_mass: jax.Array, divergence_threshold: float
+    target: Target,
+    step_size: StepSize,
+    num_integration_steps: int,
+    inv_mass: jax.Array,
+    divergence_threshold: float,
+    adaptation: tuple | None,
 ) -> Sampler:
     """The HMC sampler for already-validated settings."""
 
@@ -186,6 +207,11 @@ def _build(
         return hamiltonian_transition(key, state, target, step_size, num_integration_steps, divergence_threshold)
 
     def rebuild(new_target: Target) -> Sampler:
-        return _build(new_target, step_size, num_integration_steps, inv_mass, divergence_threshold)
+        return _build(new_target, step_size, num_integration_steps, inv_mass, divergence_threshold, adaptation)
 
-    return Sampler(init, step, target, rebuild, "hmc", True)
+    warmup = None
+    if adaptation is not None and not callable(step_size):
+        target_accept, metric = adaptation
+        search = partial(find_reasonable_step_size, target=target)
+        warmup = window_adaptation(step, search, target_accept=target_accept, metric=metric)
+    return Sampler(init, step, target, rebuild, "hmc", True, warmup)

@@ -22,14 +22,18 @@ adapt them.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 from jax.flatten_util import ravel_pytree
 
 from sgmcmc._tree import PyTree
+from sgmcmc.adaptation.window import check_target_accept, window_adaptation
 from sgmcmc.samplers.base import Sampler, register
 from sgmcmc.samplers.hmc import HMCInfo, HMCState, _check_threshold, hamiltonian_transition, hmc_init
-from sgmcmc.samplers.metrics import check_inverse_mass_matrix
+from sgmcmc.samplers.metrics import check_inverse_mass_matrix, check_metric
 from sgmcmc.samplers.step_size import StepSize, check_step_size
+from sgmcmc.samplers.step_size_search import find_reasonable_step_size
 from sgmcmc.target import Target
 
 __all__ = ["mala"]
@@ -42,6 +46,9 @@ def mala(
     *,
     inverse_mass_matrix=None,
     divergence_threshold: float = 1000.0,
+    target_accept: float = 0.574,
+    metric: str | None = None,
+    adapt: bool = True,
 ) -> Sampler:
     """Metropolis-adjusted Langevin algorithm (exact).
 
@@ -51,6 +58,9 @@ def mala(
         inverse_mass_matrix: vector (diagonal) or matrix (dense) preconditioner
             over the flattened position; identity by default.
         divergence_threshold: log-ratio magnitude above which a step is divergent.
+        target_accept: mean acceptance warmup aims for (0.574, optimal for
+            MALA in high dimension; Roberts & Rosenthal 1998).
+        metric, adapt: as in :func:`sgmcmc.hmc`.
 
     The state and info are those of :func:`sgmcmc.hmc` (``HMCState``,
     ``HMCInfo``); each step costs one gradient evaluation.
@@ -58,11 +68,16 @@ def mala(
     step_size = check_step_size(step_size)
     divergence_threshold = _check_threshold(divergence_threshold)
     flat, _ = ravel_pytree(target.initial_position)
-    inv_mass = check_inverse_mass_matrix(inverse_mass_matrix, flat.size, flat.dtype)
-    return _build(target, step_size, inv_mass, divergence_threshold)
+    target_accept = check_target_accept(target_accept)
+    metric = check_metric(metric, inverse_mass_matrix)
+    inv_mass = check_inverse_mass_matrix(inverse_mass_matrix, flat.size, flat.dtype, metric)
+    adaptation = (target_accept, metric) if adapt else None
+    return _build(target, step_size, inv_mass, divergence_threshold, adaptation)
 
 
-def _build(target: Target, step_size: StepSize, inv_mass: jax.Array, divergence_threshold: float) -> Sampler:
+def _build(
+    target: Target, step_size: StepSize, inv_mass: jax.Array, divergence_threshold: float, adaptation: tuple | None
+) -> Sampler:
     """The MALA sampler for already-validated settings."""
 
     def init(position: PyTree) -> HMCState:
@@ -74,6 +89,11 @@ def _build(target: Target, step_size: StepSize, inv_mass: jax.Array, divergence_
         return hamiltonian_transition(key, state, target, step_size, 1, divergence_threshold)
 
     def rebuild(new_target: Target) -> Sampler:
-        return _build(new_target, step_size, inv_mass, divergence_threshold)
+        return _build(new_target, step_size, inv_mass, divergence_threshold, adaptation)
 
-    return Sampler(init, step, target, rebuild, "mala", True)
+    warmup = None
+    if adaptation is not None and not callable(step_size):
+        target_accept, metric = adaptation
+        search = partial(find_reasonable_step_size, target=target)
+        warmup = window_adaptation(step, search, target_accept=target_accept, metric=metric)
+    return Sampler(init, step, target, rebuild, "mala", True, warmup)

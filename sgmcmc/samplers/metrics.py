@@ -20,7 +20,10 @@ import numpy as np
 
 from sgmcmc import noise
 
-__all__ = ["Metric", "gaussian_euclidean", "check_inverse_mass_matrix"]
+__all__ = ["Metric", "gaussian_euclidean", "check_inverse_mass_matrix", "check_metric", "METRICS"]
+
+#: Mass-matrix forms warmup can adapt.
+METRICS = ("diag", "dense")
 
 
 class Metric(NamedTuple):
@@ -31,11 +34,34 @@ class Metric(NamedTuple):
     velocity: Callable[[jax.Array], jax.Array]
 
 
-def check_inverse_mass_matrix(inverse_mass_matrix, dim: int, dtype) -> jax.Array:
-    """Validate a user's inverse mass matrix for a ``dim``-dimensional position."""
+def check_metric(metric, inverse_mass_matrix=None) -> str:
+    """Validate the name of a mass-matrix form (``"diag"`` or ``"dense"``).
+
+    ``None`` means the form of ``inverse_mass_matrix`` (dense for a matrix),
+    diagonal when none is given.
+    """
+    if metric is None:
+        return "dense" if inverse_mass_matrix is not None and np.ndim(inverse_mass_matrix) == 2 else "diag"
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}.")
+    return metric
+
+
+def check_inverse_mass_matrix(inverse_mass_matrix, dim: int, dtype, metric: str | None = None) -> jax.Array:
+    """Validate a user's inverse mass matrix for a ``dim``-dimensional position.
+
+    ``None`` gives the identity, as a vector unless ``metric == "dense"``.
+    With ``metric`` given, a vector is required for ``"diag"`` and a matrix
+    for ``"dense"``.
+    """
     if inverse_mass_matrix is None:
-        return jnp.ones((dim,), dtype)
+        return jnp.eye(dim, dtype=dtype) if metric == "dense" else jnp.ones((dim,), dtype)
     arr = np.asarray(inverse_mass_matrix)
+    if metric is not None and arr.ndim != (2 if metric == "dense" else 1):
+        raise ValueError(
+            f"metric={metric!r} needs a {'matrix' if metric == 'dense' else 'vector'} inverse_mass_matrix, "
+            f"got ndim={arr.ndim}."
+        )
     if arr.ndim == 1:
         if arr.shape != (dim,):
             raise ValueError(f"a diagonal inverse_mass_matrix must have shape ({dim},), got {arr.shape}.")

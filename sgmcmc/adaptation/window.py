@@ -1,0 +1,174 @@
+"""Stan's windowed warmup: step size by dual averaging, mass matrix in doubling windows.
+
+Schedule (Stan reference manual, "HMC algorithm parameters / automatic
+parameter tuning"): a fast initial buffer (75 steps) where only the step size
+adapts; a series of slow windows (25, 50, 100, ... steps, the last one
+stretched to the end of the slow phase) at the end of each of which the
+inverse mass matrix is set to the regularised (co)variance of the window's
+draws, the step size is searched again and dual averaging restarts; a fast
+final buffer (50 steps) for the step size alone. With fewer than 150 warmup
+steps the buffers are 15% / 75% / 10% of them; with fewer than 20 only the
+step size adapts. The final step size is dual averaging's average iterate.
+
+Every chain adapts independently (the per-chain parts are vmapped), in one
+compiled program, through the :class:`~sgmcmc.adaptation.base.Warmup`
+contract. It applies to any sampler whose state has ``step_size`` and
+``inverse_mass_matrix`` (HMC, MALA, NUTS) and whose info has
+``acceptance_rate``. The adaptation itself is not part of the stationary
+chain: draws are only kept after it ends.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.flatten_util import ravel_pytree
+
+from sgmcmc.adaptation.base import Warmup
+from sgmcmc.adaptation.dual_averaging import DualAveragingState, dual_averaging_init, dual_averaging_update
+from sgmcmc.adaptation.mass_matrix import WelfordState, inverse_mass_matrix_estimate, welford_init, welford_update
+
+__all__ = ["window_adaptation", "window_schedule", "check_target_accept", "WindowAdaptationState"]
+
+MAX_WINDOWS = 32
+#: Below this many warmup steps only the step size adapts (Stan's threshold is 20,
+#: but a final buffer of 2-10 steps leaves dual averaging with a step size far
+#: too large right after its restart).
+MIN_WARMUP_FOR_METRIC = 100
+
+
+def check_target_accept(target_accept) -> float:
+    if isinstance(target_accept, bool) or not isinstance(target_accept, numbers.Real):
+        raise TypeError(f"target_accept must be a float in (0, 1), got {target_accept!r}.")
+    value = float(target_accept)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"target_accept must be in (0, 1), got {value}.")
+    return value
+
+
+def window_schedule(
+    num_warmup: int, initial_buffer: int = 75, first_window: int = 25, final_buffer: int = 50
+) -> tuple[int, int, list[int]]:
+    """``(slow_start, slow_end, window_ends)`` of Stan's schedule for ``num_warmup`` steps.
+
+    The mass matrix is estimated from the draws of steps ``[start, end)`` of
+    each window and set after step ``end - 1``.
+    """
+    if num_warmup < MIN_WARMUP_FOR_METRIC:
+        return 0, 0, []
+    if initial_buffer + first_window + final_buffer > num_warmup:
+        initial_buffer = int(0.15 * num_warmup)
+        final_buffer = int(0.1 * num_warmup)
+        first_window = num_warmup - initial_buffer - final_buffer
+    slow_end = num_warmup - final_buffer
+    ends = []
+    start, size = initial_buffer, first_window
+    while True:
+        end = start + size
+        if end + 2 * size > slow_end:
+            end = slow_end
+        ends.append(end)
+        if end >= slow_end:
+            break
+        start, size = end, 2 * size
+    return initial_buffer, slow_end, ends
+
+
+class ChainAdaptation(NamedTuple):
+    dual_averaging: DualAveragingState
+    welford: WelfordState
+
+
+class WindowAdaptationState(NamedTuple):
+    """Per-chain adaptation state (leading chain axis) and the shared schedule."""
+
+    chains: ChainAdaptation
+    slow_start: jax.Array
+    slow_end: jax.Array
+    window_ends: jax.Array  # (MAX_WINDOWS,), padded with -1
+
+
+def window_adaptation(
+    kernel_step: Callable,
+    find_step_size: Callable,
+    *,
+    target_accept: float = 0.8,
+    metric: str = "diag",
+    adapt_mass_matrix: bool = True,
+) -> Warmup:
+    """Stan's windowed adaptation of a kernel.
+
+    Args:
+        kernel_step: ``(key, state) -> (state, info)`` for one chain.
+        find_step_size: ``(key, state) -> step size``, the kernel's search for
+            a reasonable step size (e.g.
+            :func:`sgmcmc.samplers.step_size_search.find_reasonable_step_size`),
+            run at the start and after every mass-matrix update.
+        target_accept: the mean acceptance statistic to reach.
+        metric: ``"diag"`` or ``"dense"``.
+        adapt_mass_matrix: ``False`` adapts the step size only.
+    """
+    dense = metric == "dense"
+    search = find_step_size
+
+    def init(key, states, num_warmup: int) -> WindowAdaptationState:
+        slow_start, slow_end, ends = window_schedule(int(num_warmup))
+        if not adapt_mass_matrix:
+            slow_start, slow_end, ends = 0, 0, []
+        if len(ends) > MAX_WINDOWS:
+            raise ValueError(f"num_warmup={num_warmup} gives more than {MAX_WINDOWS} adaptation windows.")
+        padded = np.full(MAX_WINDOWS, -1, np.int32)
+        padded[: len(ends)] = ends
+        num_chains = jax.tree.leaves(states.step_size)[0].shape[0]
+        keys = jax.random.split(key, num_chains)
+        step_sizes = jax.vmap(search)(keys, states)
+        states = states._replace(step_size=step_sizes)
+        flat0 = jax.vmap(lambda p: ravel_pytree(p)[0])(states.position)
+        dim, dtype = flat0.shape[1], flat0.dtype
+        chains = ChainAdaptation(
+            jax.vmap(dual_averaging_init)(step_sizes),
+            jax.vmap(lambda _: welford_init(dim, dtype, dense))(flat0),
+        )
+        return WindowAdaptationState(chains, jnp.int32(slow_start), jnp.int32(slow_end), jnp.asarray(padded))
+
+    def step(keys, states, adapt: WindowAdaptationState, t):
+        states, info = jax.vmap(kernel_step)(keys, states)
+        da = jax.vmap(dual_averaging_update, in_axes=(0, 0, None))(
+            adapt.chains.dual_averaging, info.acceptance_rate, target_accept
+        )
+        in_slow = (t >= adapt.slow_start) & (t < adapt.slow_end)
+        flat = jax.vmap(lambda p: ravel_pytree(p)[0])(states.position)
+        welford = lax.cond(
+            in_slow,
+            lambda w: jax.vmap(welford_update)(w, flat),
+            lambda w: w,
+            adapt.chains.welford,
+        )
+        states = states._replace(step_size=jnp.exp(da.log_step_size).astype(states.step_size.dtype))
+
+        def end_window(args):
+            states, _, welford = args
+            inv_mass = jax.vmap(inverse_mass_matrix_estimate)(welford).astype(states.inverse_mass_matrix.dtype)
+            states = states._replace(inverse_mass_matrix=inv_mass)
+            search_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 0x5EA5C4)
+            step_sizes = jax.vmap(search)(search_keys, states)
+            states = states._replace(step_size=step_sizes)
+            dim = flat.shape[1]
+            fresh = jax.vmap(lambda _: welford_init(dim, flat.dtype, dense))(flat)
+            return states, jax.vmap(dual_averaging_init)(step_sizes), fresh
+
+        is_end = jnp.any(adapt.window_ends == t + 1)
+        states, da, welford = lax.cond(is_end, end_window, lambda a: a, (states, da, welford))
+        return states, adapt._replace(chains=ChainAdaptation(da, welford)), info
+
+    def finalize(states, adapt: WindowAdaptationState):
+        step_size = jnp.exp(adapt.chains.dual_averaging.log_step_size_avg)
+        return states._replace(step_size=step_size.astype(states.step_size.dtype))
+
+    return Warmup(init, step, finalize, "window_adaptation")

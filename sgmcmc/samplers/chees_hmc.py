@@ -1,0 +1,208 @@
+"""Jittered HMC with a shared trajectory length, tuned by ChEES. Exact.
+
+Algorithm (Hoffman, Radul & Sountsov 2021, "An adaptive MCMC scheme for
+setting trajectory lengths in Hamiltonian Monte Carlo", AISTATS): HMC whose
+trajectory length is ``u_t * T`` with ``u_t`` the ``t``-th point of the
+base-2 van der Corput (Halton) sequence, so ``num_steps = ceil(u_t T / eps)``
+leapfrog steps, followed by a Metropolis test. The jitter depends only on the
+step count ``t``, which every chain shares, so vmapped chains all take the
+same number of leapfrog steps: no chain waits for another, unlike NUTS under
+``vmap``. For fixed ``eps``, ``T`` and metric each transition is an HMC
+transition with a deterministic, state-independent number of steps, so the
+chain leaves the target exactly invariant (the sequence of kernels is
+non-homogeneous but each one is exact).
+
+Warmup (:func:`sgmcmc.adaptation.chees_adaptation`) pools the chains: the
+step size by dual averaging of the harmonic-mean acceptance across chains,
+``T`` by Adam on the ChEES criterion (the change in squared distance from the
+cross-chain mean), and a diagonal mass matrix from the pooled draws in Stan's
+doubling windows. Afterwards all chains share ``eps``, ``T`` and the metric.
+"""
+
+from __future__ import annotations
+
+import numbers
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from sgmcmc._tree import PyTree
+from sgmcmc.adaptation.chees import chees_adaptation
+from sgmcmc.adaptation.window import check_target_accept
+from sgmcmc.samplers.base import Sampler, register
+from sgmcmc.samplers.hmc import HMCInfo, _check_threshold
+from sgmcmc.samplers.integrators import IntegratorState, integrate
+from sgmcmc.samplers.metrics import check_inverse_mass_matrix, gaussian_euclidean
+from sgmcmc.samplers.proposal import metropolis_hastings
+from sgmcmc.samplers.step_size import check_step_size
+from sgmcmc.samplers.step_size_search import find_reasonable_step_size
+from sgmcmc.target import Target
+
+__all__ = ["ChEESState", "chees_hmc", "halton", "chees_transition"]
+
+
+class ChEESState(NamedTuple):
+    """State of a jittered-HMC chain; ``count`` must be equal across chains."""
+
+    position: PyTree
+    logdensity: jax.Array
+    logdensity_grad: PyTree
+    step_size: jax.Array
+    inverse_mass_matrix: jax.Array
+    trajectory_length: jax.Array
+    count: jax.Array
+
+
+class Proposal(NamedTuple):
+    """End of the trajectory before the Metropolis test (what ChEES adapts on)."""
+
+    position: jax.Array  # flat
+    momentum: jax.Array  # flat
+    num_steps: jax.Array
+
+
+def halton(index: jax.Array) -> jax.Array:
+    """The base-2 van der Corput number of ``index + 1``, in ``(0, 1)``."""
+    n = (jnp.asarray(index).astype(jnp.uint32) + jnp.uint32(1)) & jnp.uint32(0xFFFFFFFF)
+    bits = jnp.arange(32, dtype=jnp.uint32)
+    digits = ((n >> bits) & jnp.uint32(1)).astype(jnp.float32)
+    return jnp.sum(digits * 0.5 ** (bits.astype(jnp.float32) + 1.0))
+
+
+def chees_transition(
+    key: jax.Array, state: ChEESState, target: Target, divergence_threshold: float, max_num_steps: int
+) -> tuple[ChEESState, HMCInfo, Proposal]:
+    """One jittered HMC transition; also returns the unadjusted proposal."""
+    key_momentum, key_accept = jax.random.split(key)
+    flat, unravel = ravel_pytree(state.position)
+    flat_grad, _ = ravel_pytree(state.logdensity_grad)
+    eps = state.step_size
+    metric = gaussian_euclidean(state.inverse_mass_matrix)
+    jitter = halton(state.count).astype(flat.dtype)
+    num_steps = jnp.clip(jnp.ceil(jitter * state.trajectory_length / eps), 1, max_num_steps).astype(jnp.int32)
+
+    def logdensity_and_grad(x):
+        value, grad = jax.value_and_grad(target.logdensity)(unravel(x))
+        return value, ravel_pytree(grad)[0]
+
+    momentum = metric.sample_momentum(key_momentum, flat)
+    start = IntegratorState(flat, momentum, state.logdensity, flat_grad)
+    end = integrate(start, eps, num_steps, logdensity_and_grad, metric)
+    energy_start = -start.logdensity + metric.kinetic_energy(start.momentum)
+    energy_end = -end.logdensity + metric.kinetic_energy(end.momentum)
+    decision = metropolis_hastings(key_accept, energy_start - energy_end, divergence_threshold)
+    accept = decision.is_accepted
+    new_state = state._replace(
+        position=jax.tree.map(lambda a, b: jnp.where(accept, a, b), unravel(end.position), state.position),
+        logdensity=jnp.where(accept, end.logdensity, state.logdensity),
+        logdensity_grad=jax.tree.map(
+            lambda a, b: jnp.where(accept, a, b), unravel(end.logdensity_grad), state.logdensity_grad
+        ),
+        count=state.count + 1,
+    )
+    info = HMCInfo(
+        acceptance_rate=decision.acceptance_rate,
+        is_accepted=accept,
+        is_divergent=decision.is_divergent,
+        energy=jnp.where(accept, energy_end, energy_start),
+        step_size=eps,
+        num_grad_evals=num_steps,
+        logdensity=new_state.logdensity,
+    )
+    return new_state, info, Proposal(end.position, end.momentum, num_steps)
+
+
+def _check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+@register("chees_hmc")
+def chees_hmc(
+    target: Target,
+    step_size: float = 0.1,
+    trajectory_length: float | None = None,
+    *,
+    target_accept: float = 0.651,
+    inverse_mass_matrix=None,
+    learning_rate: float = 0.5,
+    max_num_steps: int = 1000,
+    divergence_threshold: float = 1000.0,
+) -> Sampler:
+    """Jittered HMC whose trajectory length is tuned across chains by ChEES (exact).
+
+    Args:
+        target: the :class:`~sgmcmc.Target` to sample.
+        step_size: the leapfrog step size; with ``num_warmup > 0`` only where
+            warmup starts (it first searches for a reasonable value).
+        trajectory_length: ``T``; jittered lengths are ``u T`` with ``u`` in
+            ``(0, 1)``. Defaults to ``step_size`` (warmup grows it).
+        target_accept: the harmonic-mean acceptance across chains warmup aims
+            for (0.651 as in the paper).
+        inverse_mass_matrix: diagonal (vector) inverse mass matrix to start
+            from; identity by default. Warmup adapts it.
+        learning_rate: Adam's learning rate on ``log T`` during warmup (with
+            ``b1 = 0``, ``b2 = 0.95``).
+        max_num_steps: cap on leapfrog steps per transition.
+        divergence_threshold: energy error beyond which a step is divergent.
+
+    Info: the fields of :func:`sgmcmc.hmc`'s ``HMCInfo``; ``num_grad_evals``
+    is the jittered number of leapfrog steps, the same for every chain.
+    """
+    step_size = check_step_size(step_size)
+    if callable(step_size):
+        raise ValueError("chees_hmc needs a float step size (warmup adapts it).")
+    length = step_size if trajectory_length is None else check_step_size(trajectory_length, "trajectory_length")
+    if callable(length):
+        raise ValueError("trajectory_length must be a positive float.")
+    target_accept = check_target_accept(target_accept)
+    learning_rate = float(check_step_size(learning_rate, "learning_rate"))
+    max_num_steps = _check_positive_int(max_num_steps, "max_num_steps")
+    divergence_threshold = _check_threshold(divergence_threshold)
+    flat, _ = ravel_pytree(target.initial_position)
+    inv_mass = check_inverse_mass_matrix(inverse_mass_matrix, flat.size, flat.dtype, "diag")
+    settings = (step_size, length, target_accept, inv_mass, learning_rate, max_num_steps, divergence_threshold)
+    return _build(target, settings)
+
+
+def _build(target: Target, settings: tuple) -> Sampler:
+    step_size, length, target_accept, inv_mass, learning_rate, max_num_steps, divergence_threshold = settings
+
+    def init(position: PyTree) -> ChEESState:
+        logdensity, grad = jax.value_and_grad(target.logdensity)(position)
+        dtype = ravel_pytree(position)[0].dtype
+        return ChEESState(
+            position=position,
+            logdensity=logdensity,
+            logdensity_grad=grad,
+            step_size=jnp.asarray(step_size, dtype),
+            inverse_mass_matrix=jnp.asarray(inv_mass, dtype),
+            trajectory_length=jnp.asarray(length, dtype),
+            count=jnp.zeros((), jnp.int32),
+        )
+
+    transition = partial(
+        chees_transition, target=target, divergence_threshold=divergence_threshold, max_num_steps=max_num_steps
+    )
+
+    def step(key: jax.Array, state: ChEESState, batch=None) -> tuple[ChEESState, HMCInfo]:
+        if batch is not None:
+            raise ValueError("chees_hmc is a full-batch sampler; it does not take a minibatch.")
+        new_state, info, _ = transition(key, state)
+        return new_state, info
+
+    def rebuild(new_target: Target) -> Sampler:
+        return _build(new_target, settings)
+
+    warmup = chees_adaptation(
+        transition,
+        partial(find_reasonable_step_size, target=target),
+        target_accept=target_accept,
+        learning_rate=learning_rate,
+    )
+    return Sampler(init, step, target, rebuild, "chees_hmc", True, warmup)
+

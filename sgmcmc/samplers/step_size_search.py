@@ -1,0 +1,64 @@
+"""Stan's search for a reasonable first step size (``init_stepsize``).
+
+From the current point, with a fresh momentum each time, take one leapfrog
+step and compare the energy change with ``log(0.8)``: keep doubling the step
+size while one step is accepted with probability above 0.8, or halving it
+while it is below (Hoffman & Gelman 2014, Alg. 4, with Stan's 0.8
+threshold). Works on any state with ``position``, ``logdensity``,
+``logdensity_grad``, ``step_size`` and ``inverse_mass_matrix``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.flatten_util import ravel_pytree
+
+from sgmcmc.samplers.integrators import IntegratorState, leapfrog
+from sgmcmc.samplers.metrics import gaussian_euclidean
+from sgmcmc.target import Target
+
+__all__ = ["find_reasonable_step_size"]
+
+_LOG_THRESHOLD = float(jnp.log(0.8))
+_MAX_TRIES = 60
+
+
+def find_reasonable_step_size(key: jax.Array, state, target: Target) -> jax.Array:
+    """A step size at which one leapfrog step is accepted with probability near 0.8."""
+    flat, unravel = ravel_pytree(state.position)
+    flat_grad, _ = ravel_pytree(state.logdensity_grad)
+    metric = gaussian_euclidean(state.inverse_mass_matrix)
+    dtype = flat.dtype
+
+    def logdensity_and_grad(x):
+        value, grad = jax.value_and_grad(target.logdensity)(unravel(x))
+        return value, ravel_pytree(grad)[0]
+
+    def delta_energy(step_size, key):
+        momentum = metric.sample_momentum(key, flat)
+        start = IntegratorState(flat, momentum, state.logdensity, flat_grad)
+        end = leapfrog(start, step_size, logdensity_and_grad, metric)
+        h0 = -start.logdensity + metric.kinetic_energy(start.momentum)
+        h1 = -end.logdensity + metric.kinetic_energy(end.momentum)
+        delta = h0 - h1
+        return jnp.where(jnp.isfinite(delta), delta, -jnp.inf)
+
+    step_size = jnp.asarray(state.step_size, dtype)
+    direction = jnp.where(delta_energy(step_size, jax.random.fold_in(key, 0)) > _LOG_THRESHOLD, 1.0, -1.0)
+
+    def cond(carry):
+        i, _, keep_going = carry
+        return keep_going & (i < _MAX_TRIES)
+
+    def body(carry):
+        i, eps, _ = carry
+        new = eps * jnp.where(direction > 0, 2.0, 0.5).astype(dtype)
+        delta = delta_energy(new, jax.random.fold_in(key, i + 1))
+        keep_going = jnp.where(direction > 0, delta > _LOG_THRESHOLD, delta < _LOG_THRESHOLD)
+        return i + 1, new, keep_going
+
+    _, step_size, _ = lax.while_loop(cond, body, (jnp.int32(0), step_size, jnp.bool_(True)))
+    tiny = jnp.finfo(dtype).tiny
+    return jnp.clip(step_size, 1e3 * tiny, 1e7).astype(dtype)

@@ -1,0 +1,259 @@
+"""Building a NUTS trajectory: doubling with multinomial sampling, as in Stan.
+
+The trajectory starts at the current point with a fresh momentum and doubles
+``max_tree_depth`` times at most. Doubling ``j`` integrates a new sub-tree of
+``2^j`` leapfrog steps from the end of the trajectory in a random direction.
+Within the sub-tree a proposal is drawn progressively with probability
+proportional to ``exp(-H)`` (uniform progressive sampling); when the sub-tree
+is complete and valid it is merged and its proposal replaces the trajectory's
+with probability ``min(1, W_subtree / W_trajectory)`` (biased progressive
+sampling, which favours points far from the start; Betancourt 2017, appendix
+A.3.2). A sub-tree that diverges or contains a U-turn is discarded and ends
+the transition; a merged trajectory that turns ends it too. This is Stan's
+multinomial NUTS (Hoffman & Gelman 2014; Betancourt 2017), which leaves the
+target exactly invariant.
+
+Implementation: two nested ``lax.while_loop``s, doublings outside, leapfrog
+steps of one sub-tree inside, with the recursion's U-turn checks done by
+vectorised checkpoints (:mod:`sgmcmc.samplers.termination`). The inner loop
+is the hot path: it carries separate vectors (no stacking: XLA:CPU compiles
+concatenations inside fused loops into slow, unvectorised code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from sgmcmc import noise
+from sgmcmc.samplers.integrators import IntegratorState
+from sgmcmc.samplers.metrics import Metric
+from sgmcmc.samplers.termination import Checkpoints, checkpoint_step, init_checkpoints, is_turning
+
+__all__ = ["TrajectoryResult", "build_trajectory"]
+
+
+class TrajectoryResult(NamedTuple):
+    position: jax.Array
+    logdensity: jax.Array
+    logdensity_grad: jax.Array
+    energy: jax.Array
+    num_steps: jax.Array
+    tree_depth: jax.Array
+    acceptance_rate: jax.Array
+    is_divergent: jax.Array
+    is_turning: jax.Array
+
+
+class _Subtree(NamedTuple):
+    position: jax.Array  # the last leaf
+    momentum: jax.Array
+    grad: jax.Array
+    logdensity: jax.Array
+    prop_position: jax.Array
+    prop_grad: jax.Array
+    momentum_sum: jax.Array
+    first_momentum: jax.Array
+    first_velocity: jax.Array
+    checkpoints: Checkpoints
+    prop_logdensity: jax.Array
+    prop_energy: jax.Array
+    log_weight: jax.Array
+    sum_accept: jax.Array
+    leaf: jax.Array  # leaves done
+    is_divergent: jax.Array
+    is_turning: jax.Array
+
+
+class _Trajectory(NamedTuple):
+    ends: jax.Array  # (2, 4, D): [backward end, forward end] x (x, p, grad, velocity)
+    end_logdensity: jax.Array  # (2,)
+    proposal: jax.Array  # (2, D): x, grad
+    prop_logdensity: jax.Array
+    prop_energy: jax.Array
+    log_weight: jax.Array
+    momentum_sum: jax.Array
+    depth: jax.Array  # doublings done (merged or not)
+    tree_depth: jax.Array  # sub-trees merged
+    num_steps: jax.Array
+    sum_accept: jax.Array
+    is_divergent: jax.Array
+    is_turning: jax.Array
+    done: jax.Array
+
+
+def build_trajectory(
+    key: jax.Array,
+    start: IntegratorState,
+    step_size: jax.Array,
+    logdensity_and_grad: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    metric: Metric,
+    max_tree_depth: int,
+    divergence_threshold: float,
+) -> TrajectoryResult:
+    """Run one NUTS transition's trajectory from ``start`` (momentum already drawn)."""
+    dtype = start.position.dtype
+    key_dirs, key_merge, key_leaf = jax.random.split(key, 3)
+    forward = jax.random.bernoulli(key_dirs, 0.5, (max_tree_depth,))
+    log_u_merge = jnp.log(jax.random.uniform(key_merge, (max_tree_depth,), dtype))
+    neg_inf = jnp.asarray(-jnp.inf, dtype)
+    zero = jnp.zeros((), dtype)
+
+    velocity0 = metric.velocity(start.momentum)
+    energy0 = -start.logdensity + 0.5 * jnp.dot(start.momentum, velocity0)
+
+    def build_subtree(traj: _Trajectory) -> _Subtree:
+        depth = traj.depth
+        is_forward = forward[depth]
+        side = is_forward.astype(jnp.int32)
+        end = traj.ends[side]
+        eps = jnp.where(is_forward, step_size, -step_size)
+        num_leaves = jnp.left_shift(jnp.int32(1), depth)
+        first_counter = traj.num_steps
+
+        init = _Subtree(
+            position=end[0],
+            momentum=end[1],
+            grad=end[2],
+            logdensity=traj.end_logdensity[side],
+            prop_position=end[0],
+            prop_grad=end[2],
+            momentum_sum=jnp.zeros_like(end[0]),
+            first_momentum=end[1],
+            first_velocity=end[3],
+            checkpoints=init_checkpoints(max_tree_depth, end[0]),
+            prop_logdensity=zero,
+            prop_energy=zero,
+            log_weight=neg_inf,
+            sum_accept=zero,
+            leaf=jnp.zeros((), jnp.int32),
+            is_divergent=jnp.zeros((), bool),
+            is_turning=jnp.zeros((), bool),
+        )
+
+        def cond(s: _Subtree):
+            return (s.leaf < num_leaves) & ~s.is_divergent & ~s.is_turning
+
+        def body(s: _Subtree) -> _Subtree:
+            momentum = s.momentum + 0.5 * eps * s.grad
+            position = s.position + eps * metric.velocity(momentum)
+            logdensity, grad = logdensity_and_grad(position)
+            momentum = momentum + 0.5 * eps * grad
+            velocity = metric.velocity(momentum)
+            energy = -logdensity + 0.5 * jnp.dot(momentum, velocity)
+            delta = energy - energy0
+            finite = jnp.isfinite(delta)
+            diverged = ~finite | (delta > divergence_threshold)
+            log_w = jnp.where(finite, -delta, neg_inf)
+            sum_accept = s.sum_accept + jnp.where(finite, jnp.minimum(1.0, jnp.exp(-delta)), 0.0)
+
+            # Uniform progressive sampling inside the sub-tree.
+            log_weight = jnp.logaddexp(s.log_weight, log_w)
+            # The barrier materialises the scalar: otherwise XLA fuses the 20-round hash
+            # into every element of the vector selects below and recomputes it there.
+            log_u = lax.optimization_barrier(jnp.log(noise.uniform_at(key_leaf, first_counter + s.leaf, dtype)))
+            take = log_u < log_w - log_weight
+
+            # Materialise the new leaf before the (levels x D) checkpoint work, which
+            # would otherwise recompute the leapfrog arithmetic for every level.
+            momentum, velocity = lax.optimization_barrier((momentum, velocity))
+            checkpoints, turned = checkpoint_step(s.checkpoints, s.leaf, depth, momentum, velocity, s.momentum_sum)
+            return _Subtree(
+                position=position,
+                momentum=momentum,
+                grad=grad,
+                logdensity=logdensity,
+                prop_position=jnp.where(take, position, s.prop_position),
+                prop_grad=jnp.where(take, grad, s.prop_grad),
+                momentum_sum=s.momentum_sum + momentum,
+                first_momentum=jnp.where(s.leaf == 0, momentum, s.first_momentum),
+                first_velocity=jnp.where(s.leaf == 0, velocity, s.first_velocity),
+                checkpoints=checkpoints,
+                prop_logdensity=jnp.where(take, logdensity, s.prop_logdensity),
+                prop_energy=jnp.where(take, energy, s.prop_energy),
+                log_weight=log_weight,
+                sum_accept=sum_accept,
+                leaf=s.leaf + 1,
+                is_divergent=diverged,
+                is_turning=turned,
+            )
+
+        return lax.while_loop(cond, body, init)
+
+    def doubling(traj: _Trajectory) -> _Trajectory:
+        sub = build_subtree(traj)
+        depth = traj.depth
+        is_forward = forward[depth]
+        side = is_forward.astype(jnp.int32)
+        valid = ~sub.is_divergent & ~sub.is_turning
+
+        # Biased progressive sampling between the trajectory and the sub-tree.
+        take = valid & (log_u_merge[depth] < sub.log_weight - traj.log_weight)
+        proposal = jnp.where(take, jnp.stack([sub.prop_position, sub.prop_grad]), traj.proposal)
+        log_weight = jnp.where(valid, jnp.logaddexp(traj.log_weight, sub.log_weight), traj.log_weight)
+
+        sub_sum = sub.momentum_sum
+        momentum_sum = traj.momentum_sum + sub_sum
+        last_velocity = metric.velocity(sub.momentum)
+        first_momentum = sub.first_momentum
+        first_velocity = sub.first_velocity
+        far = traj.ends[1 - side]  # end of the old trajectory away from the sub-tree
+        near = traj.ends[side]
+        turned = (
+            is_turning(far[3], last_velocity, momentum_sum)
+            | is_turning(far[3], first_velocity, traj.momentum_sum + first_momentum)
+            | is_turning(near[3], last_velocity, sub_sum + near[1])
+        )
+        new_end = jnp.stack([sub.position, sub.momentum, sub.grad, last_velocity])
+        ends = jnp.where(valid, traj.ends.at[side].set(new_end), traj.ends)
+        end_logdensity = jnp.where(valid, traj.end_logdensity.at[side].set(sub.logdensity), traj.end_logdensity)
+        return _Trajectory(
+            ends=ends,
+            end_logdensity=end_logdensity,
+            proposal=proposal,
+            prop_logdensity=jnp.where(take, sub.prop_logdensity, traj.prop_logdensity),
+            prop_energy=jnp.where(take, sub.prop_energy, traj.prop_energy),
+            log_weight=log_weight,
+            momentum_sum=jnp.where(valid, momentum_sum, traj.momentum_sum),
+            depth=depth + 1,
+            tree_depth=traj.tree_depth + valid.astype(jnp.int32),
+            num_steps=traj.num_steps + sub.leaf,
+            sum_accept=traj.sum_accept + sub.sum_accept,
+            is_divergent=sub.is_divergent,
+            is_turning=sub.is_turning | (valid & turned),
+            done=~valid | turned | (depth + 1 >= max_tree_depth),
+        )
+
+    start_end = jnp.stack([start.position, start.momentum, start.logdensity_grad, velocity0])
+    traj = _Trajectory(
+        ends=jnp.stack([start_end, start_end]),
+        end_logdensity=jnp.stack([start.logdensity, start.logdensity]),
+        proposal=jnp.stack([start.position, start.logdensity_grad]),
+        prop_logdensity=start.logdensity,
+        prop_energy=energy0,
+        log_weight=zero,
+        momentum_sum=start.momentum,
+        depth=jnp.zeros((), jnp.int32),
+        tree_depth=jnp.zeros((), jnp.int32),
+        num_steps=jnp.zeros((), jnp.int32),
+        sum_accept=zero,
+        is_divergent=jnp.zeros((), bool),
+        is_turning=jnp.zeros((), bool),
+        done=jnp.zeros((), bool),
+    )
+    out = lax.while_loop(lambda t: ~t.done, doubling, traj)
+    return TrajectoryResult(
+        position=out.proposal[0],
+        logdensity=out.prop_logdensity,
+        logdensity_grad=out.proposal[1],
+        energy=out.prop_energy,
+        num_steps=out.num_steps,
+        tree_depth=out.tree_depth,
+        acceptance_rate=out.sum_accept / jnp.maximum(out.num_steps, 1).astype(dtype),
+        is_divergent=out.is_divergent,
+        is_turning=out.is_turning,
+    )
