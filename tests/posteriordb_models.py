@@ -294,8 +294,8 @@ class Posterior:
     metric: str = "dense"
     target_accept: float = 0.8
     init_radius: float = 2.0
-    num_warmup: int = 500
-    num_samples: int = 500
+    num_warmup: int = 1000
+    num_samples: int = 1000
     notes: str = ""
 
     def args(self) -> tuple[tuple, dict]:
@@ -341,8 +341,7 @@ _ALL = [
         kidscore_interaction,
         _kidiq_args,
         ("beta", "sigma"),
-        x64=True,
-        notes="uncentred predictors, corr(beta[1], beta[3]) = -0.99: dense metric.",
+        notes="uncentred predictors, corr(beta[1], beta[3]) = -0.99: dense metric (float32 suffices).",
     ),
     Posterior(
         "mesquite-logmesquite_logvas",

@@ -38,3 +38,23 @@ def test_nan_mid_run_is_divergent_and_contained(make):
     div = np.asarray(result.info.is_divergent)
     c, t = np.argwhere(div[:, 1:])[0]
     np.testing.assert_array_equal(draws[c, t + 1], draws[c, t])
+
+
+@pytest.mark.parametrize("name", ["nuts", "chees_hmc"])
+def test_nan_region_with_adaptive_samplers(name):
+    """NUTS and ChEES-HMC, warmup included, keep NaN out and report the divergences.
+
+    A NUTS transition that diverges still returns a point of the valid part of its
+    trajectory, so (unlike HMC) the chain need not stay put after a divergence.
+    """
+    target = sgmcmc.Target.from_logdensity(_nan_region, {"x": jnp.zeros(2)})
+    sampler = getattr(sgmcmc, name)(target)
+    with pytest.warns(RuntimeWarning, match="divergent"):
+        result = sgmcmc.sample(sampler, num_samples=500, num_warmup=200, num_chains=4, seed=1, progress=False)
+    draws = result.samples["x"]
+    assert np.all(np.isfinite(draws))
+    assert np.all(draws[..., 0] <= 1.5)
+    assert result.num_divergent > 0
+    idata = result.to_arviz(log_likelihood=False)
+    assert int(idata.sample_stats["diverging"].sum()) == result.num_divergent
+    assert np.all(np.isfinite(np.asarray(result.last_state.step_size)))

@@ -1,4 +1,4 @@
-"""HMC, MALA and NUTS sample known Gaussians exactly: moments within 4 Monte Carlo standard errors.
+"""HMC, MALA, NUTS and ChEES-HMC sample known Gaussians exactly: moments within 4 Monte Carlo standard errors.
 
 The MCSE of a mean is sd / sqrt(ESS) with ArviZ's bulk ESS; that of a variance is
 the MCSE of the mean of (x - mean)^2, with that series' own ESS. With a fixed seed
@@ -46,6 +46,9 @@ CASES = {
     "nuts-corr2d": (lambda t: sgmcmc.nuts(t), correlated_2d),
     "nuts-corr2d-dense-metric": (lambda t: sgmcmc.nuts(t, metric="dense"), correlated_2d),
     "nuts-diag20d": (lambda t: sgmcmc.nuts(t, step_size=0.01), diagonal_20d),
+    # ChEES-HMC: step size, trajectory length and metric adapted across chains
+    "chees-corr2d": (lambda t: sgmcmc.chees_hmc(t), correlated_2d),
+    "chees-diag20d": (lambda t: sgmcmc.chees_hmc(t), diagonal_20d),
 }
 
 

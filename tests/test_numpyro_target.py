@@ -27,7 +27,7 @@ def eight_schools_result():
     target = sgmcmc.Target.from_numpyro(
         eight_schools, data["J"], np.asarray(data["sigma"], np.float32), y=np.asarray(data["y"], np.float32)
     )
-    sampler = sgmcmc.hmc(target, step_size=0.3, num_integration_steps=12)
+    sampler = sgmcmc.hmc(target, step_size=0.3, num_integration_steps=12, adapt=False)
     return sgmcmc.sample(sampler, num_samples=3000, num_warmup=300, num_chains=4, seed=0, progress=False)
 
 

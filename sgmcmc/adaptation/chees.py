@@ -7,7 +7,8 @@ runs one jittered HMC transition in every chain, then:
 * **step size**: dual averaging (:mod:`~sgmcmc.adaptation.dual_averaging`)
   of the *harmonic mean* of the chains' acceptance probabilities toward
   ``target_accept`` (a chain stuck with tiny acceptance pulls it down);
-* **trajectory length** ``T``: one Adam step (``b1 = 0``, ``b2 = 0.95``) on
+* **trajectory length** ``T``: one Adam step (``b1 = 0``, ``b2 = 0.95``,
+  learning rate decaying linearly over warmup to 5% of its start) on
   ``log T`` along the ChEES gradient estimate
 
       g = sum_m a_m * u_m T * (|x'_m - mean x'|^2 - |x_m - mean x|^2) * (x'_m - mean x') . v'_m / sum_m a_m
@@ -23,9 +24,16 @@ runs one jittered HMC transition in every chain, then:
   step size is searched again and dual averaging and the ``T`` average
   restart.
 
-The defaults are what made ChEES beat NUTS on the benchmarks here: Adam with
-learning rate 0.5 moves ``log T`` fast enough to settle within a few hundred
-steps, where the paper's smaller rate barely moves in 1,000.
+As in :func:`~sgmcmc.adaptation.window_adaptation`, the final buffer refines
+the step size by a Robbins-Monro recursion on the same harmonic mean, so the
+sampling phase meets ``target_accept`` rather than overshooting it.
+
+Learning rate: with 4 chains the ChEES gradient is very noisy and, for targets
+whose squared distance oscillates along trajectories (Gaussians), nearly flat
+beyond the first optimum; at 0.5 (BlackJAX's hand-tuned setting) ``log T``
+overshoots into that flat region and random-walks there (T 10-20x too long on
+the 100-d Gaussian, measured). 0.05, decaying, settles near the first optimum
+within a few hundred steps from ``T = eps``.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from sgmcmc.adaptation.dual_averaging import (
     DualAveragingState,
     dual_averaging_init,
     dual_averaging_update,
+    robbins_monro_update,
 )
 from sgmcmc.adaptation.mass_matrix import WelfordState, inverse_mass_matrix_estimate, welford_init
 from sgmcmc.adaptation.window import MAX_WINDOWS, window_schedule
@@ -63,6 +72,9 @@ class ChEESAdaptationState(NamedTuple):
     slow_start: jax.Array
     slow_end: jax.Array
     window_ends: jax.Array
+    num_warmup: jax.Array
+    final_log_step_size: jax.Array
+    final_count: jax.Array
 
 
 def _pooled_update(state: WelfordState, xs: jax.Array) -> WelfordState:
@@ -82,10 +94,10 @@ def chees_adaptation(
     find_step_size: Callable,
     *,
     target_accept: float = 0.651,
-    learning_rate: float = 0.5,
+    learning_rate: float = 0.05,
 ) -> Warmup:
     """The ChEES warmup for a transition ``(key, state) -> (state, info, proposal)``."""
-    optimizer = optax.adam(learning_rate, b1=0.0, b2=0.95)
+    optimizer = optax.adam(1.0, b1=0.0, b2=0.95)
 
     def shared_step_size(keys, states):
         sizes = jax.vmap(find_step_size)(keys, states)
@@ -117,11 +129,16 @@ def chees_adaptation(
             slow_start=jnp.int32(slow_start),
             slow_end=jnp.int32(slow_end),
             window_ends=jnp.asarray(padded),
+            num_warmup=jnp.int32(num_warmup),
+            final_log_step_size=jnp.log(step_size),
+            final_count=jnp.zeros((), dtype),
         )
 
     def step(keys, states, adapt: ChEESAdaptationState, t):
         starts = jax.vmap(lambda p: ravel_pytree(p)[0])(states.position)
-        step_size = jnp.exp(adapt.dual_averaging.log_step_size)
+        final_start = jnp.where(adapt.slow_end > 0, adapt.slow_end, adapt.num_warmup // 2)
+        in_final = t >= final_start
+        step_size = jnp.exp(jnp.where(in_final, adapt.final_log_step_size, adapt.dual_averaging.log_step_size))
         length = jnp.exp(adapt.log_length)
         states = broadcast(states, step_size, length)
         states, info, proposal = jax.vmap(transition)(keys, states)
@@ -131,6 +148,11 @@ def chees_adaptation(
         accept = jnp.where(info.is_divergent, 0.0, info.acceptance_rate).astype(dtype)
         harmonic = 1.0 / jnp.mean(1.0 / jnp.maximum(accept, 1e-10))
         da = dual_averaging_update(adapt.dual_averaging, harmonic, target_accept)
+        final_log, final_count = robbins_monro_update(
+            adapt.final_log_step_size, adapt.final_count, harmonic, target_accept
+        )
+        final_log = jnp.where(in_final, final_log, adapt.final_log_step_size)
+        final_count = jnp.where(in_final, final_count, adapt.final_count)
 
         # Trajectory length: ChEES gradient in whitened coordinates.
         scale = jnp.sqrt(states.inverse_mass_matrix)  # (chains, D), equal across chains
@@ -148,7 +170,12 @@ def chees_adaptation(
         # ``used`` already carries the factor u T = dT_used / dlog T: this is d ChEES / d log T.
         grad_log = -grad_length  # ascent on ChEES = descent on its negative
         updates, opt_state = optimizer.update(grad_log, adapt.optimizer, adapt.log_length)
-        log_length = adapt.log_length + updates
+        # Adam with b1 = 0 moves log T by about the learning rate per step whatever the
+        # gradient's size, so near the optimum log T random-walks; a learning rate
+        # decaying linearly over warmup (to 5% of it) lets it settle.
+        progress = t.astype(dtype) / jnp.maximum(adapt.num_warmup, 1).astype(dtype)
+        rate = learning_rate * jnp.maximum(1.0 - progress, 0.05)
+        log_length = adapt.log_length + rate * updates
         max_log = jnp.log(step_size * 1000.0)
         log_length = jnp.where(jnp.isfinite(log_length), jnp.minimum(log_length, max_log), adapt.log_length)
         length_count = adapt.length_count + 1.0
@@ -185,10 +212,12 @@ def chees_adaptation(
 
         is_end = jnp.any(adapt.window_ends == t + 1)
         states, adapt = lax.cond(is_end, end_window, lambda a: a, (states, adapt))
+        final_log = jnp.where(t + 1 == final_start, adapt.dual_averaging.log_step_size_avg, final_log)
+        adapt = adapt._replace(final_log_step_size=final_log, final_count=final_count)
         return states, adapt, info
 
     def finalize(states, adapt: ChEESAdaptationState):
-        step_size = jnp.exp(adapt.dual_averaging.log_step_size_avg)
+        step_size = jnp.exp(adapt.final_log_step_size)
         length = jnp.exp(adapt.log_length_avg)
         return broadcast(states, step_size, length)
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["DualAveragingState", "dual_averaging_init", "dual_averaging_update"]
+__all__ = ["DualAveragingState", "dual_averaging_init", "dual_averaging_update", "robbins_monro_update"]
 
 GAMMA = 0.05
 T0 = 10.0
@@ -50,3 +50,24 @@ def dual_averaging_update(state: DualAveragingState, acceptance: jax.Array, targ
     eta = t ** (-KAPPA)
     log_eps_avg = eta * log_eps + (1.0 - eta) * state.log_step_size_avg
     return DualAveragingState(log_eps, log_eps_avg, error_avg, t, state.mu)
+
+
+#: Gain of the Robbins-Monro refinement that ends warmup (see ``robbins_monro_update``).
+RM_GAIN = 1.0
+RM_DECAY = 0.6
+
+
+def robbins_monro_update(log_step_size: jax.Array, count: jax.Array, acceptance: jax.Array, target_accept: float):
+    """One stochastic-approximation step ``log eps += g_t (a_t - target)``, ``g_t = (t + 1)^-0.6``.
+
+    Dual averaging's average iterate is conservative: its iterates spread
+    widely (the ``sqrt(t) / gamma`` factor), the mean acceptance *of the
+    iterates* matches the target, and the acceptance at their (log) average is
+    well above it (0.85-0.89 for a 0.8 target on Gaussians, in Stan and NumPyro
+    alike). A Robbins-Monro recursion run at the step size it returns, with a
+    decreasing gain, converges to the step size whose own expected acceptance is
+    the target; warmup ends with it.
+    """
+    acceptance = jnp.where(jnp.isfinite(acceptance), acceptance, 0.0).astype(log_step_size.dtype)
+    gain = RM_GAIN * (count + 1.0) ** (-RM_DECAY)
+    return log_step_size + gain * (acceptance - target_accept), count + 1.0

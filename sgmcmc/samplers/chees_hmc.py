@@ -129,7 +129,7 @@ def chees_hmc(
     *,
     target_accept: float = 0.651,
     inverse_mass_matrix=None,
-    learning_rate: float = 0.5,
+    learning_rate: float = 0.05,
     max_num_steps: int = 1000,
     divergence_threshold: float = 1000.0,
 ) -> Sampler:
@@ -146,7 +146,8 @@ def chees_hmc(
         inverse_mass_matrix: diagonal (vector) inverse mass matrix to start
             from; identity by default. Warmup adapts it.
         learning_rate: Adam's learning rate on ``log T`` during warmup (with
-            ``b1 = 0``, ``b2 = 0.95``).
+            ``b1 = 0``, ``b2 = 0.95``, decaying linearly); see
+            :func:`sgmcmc.adaptation.chees_adaptation` for why 0.05.
         max_num_steps: cap on leapfrog steps per transition.
         divergence_threshold: energy error beyond which a step is divergent.
 

@@ -1,0 +1,93 @@
+"""Warmup adaptation: Stan's schedule, dual averaging to the target acceptance, metrics, ChEES."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sgmcmc
+from sgmcmc.adaptation.window import window_schedule
+
+SD_20D = np.linspace(0.5, 1.5, 20)
+
+
+def diagonal_20d():
+    scale = jnp.asarray(SD_20D, jnp.float32)
+    return sgmcmc.Target.from_logdensity(lambda x: -0.5 * jnp.sum((x / scale) ** 2), jnp.ones(20))
+
+
+def test_window_schedule_is_stans():
+    # Stan, 1000 warmup: buffer 75, windows 25, 50, 100, 200, 500 (the last stretched), buffer 50
+    assert window_schedule(1000) == (75, 950, [100, 150, 250, 450, 950])
+    assert window_schedule(2000) == (75, 1950, [100, 150, 250, 450, 850, 1950])
+    # short warmups: 15% / 75% / 10%
+    assert window_schedule(100) == (15, 90, [90])
+    assert window_schedule(50) == (0, 0, [])
+
+
+# The final step size comes from a Robbins-Monro recursion over the last 50 warmup
+# steps; its run-to-run spread in acceptance is about +-0.03 for NUTS (a smooth
+# statistic averaged over the trajectory) and +-0.06 for HMC and MALA (one noisy
+# Metropolis probability per step), hence the tolerances.
+@pytest.mark.parametrize(
+    "make, target_accept, tol",
+    [
+        (lambda t: sgmcmc.nuts(t, step_size=5.0), 0.8, 0.05),
+        (lambda t: sgmcmc.nuts(t, step_size=1e-3, target_accept=0.65), 0.65, 0.05),
+        (lambda t: sgmcmc.hmc(t, step_size=1e-3, num_integration_steps=8), 0.8, 0.08),
+        (lambda t: sgmcmc.mala(t, step_size=1.0), 0.574, 0.08),
+    ],
+    ids=["nuts-big-start", "nuts-0.65", "hmc", "mala"],
+)
+def test_dual_averaging_reaches_target_acceptance(make, target_accept, tol):
+    result = sgmcmc.sample(
+        make(diagonal_20d()), num_samples=1000, num_warmup=1000, num_chains=4, seed=3, progress=False
+    )
+    accept = np.asarray(result.info.acceptance_rate).mean()
+    assert abs(accept - target_accept) < tol, f"mean acceptance {accept:.3f} vs target {target_accept}"
+    # every chain adapted on its own
+    assert len(np.unique(np.asarray(result.last_state.step_size))) == 4
+    # the diagonal metric found the variances (Stan's regularisation shrinks by n/(n+5))
+    inv_mass = np.asarray(result.last_state.inverse_mass_matrix)
+    ratio = inv_mass / SD_20D**2
+    assert np.all((ratio > 0.6) & (ratio < 1.5)), ratio
+
+
+def test_dense_metric_finds_the_covariance():
+    cov = np.array([[1.0, 0.95], [0.95, 1.0]]) * np.array([[1.0, 10.0], [10.0, 100.0]])
+    precision = jnp.asarray(np.linalg.inv(cov), jnp.float32)
+    target = sgmcmc.Target.from_logdensity(lambda x: -0.5 * x @ precision @ x, jnp.zeros(2))
+    result = sgmcmc.sample(
+        sgmcmc.nuts(target, metric="dense"), num_samples=200, num_warmup=1000, num_chains=4, seed=0, progress=False
+    )
+    for inv_mass in np.asarray(result.last_state.inverse_mass_matrix):
+        np.testing.assert_allclose(inv_mass, cov, rtol=0.35, atol=0.35)
+    # with the right metric the trajectories are short
+    assert np.mean(result.info.num_grad_evals) < 8
+
+
+def test_chees_chains_share_their_parameters_and_run_in_lockstep():
+    result = sgmcmc.sample(
+        sgmcmc.chees_hmc(diagonal_20d()), num_samples=300, num_warmup=500, num_chains=4, seed=2, progress=False
+    )
+    state = result.last_state
+    assert len(np.unique(np.asarray(state.step_size))) == 1
+    assert len(np.unique(np.asarray(state.trajectory_length))) == 1
+    steps = np.asarray(result.info.num_grad_evals)
+    assert np.all(steps == steps[:1])  # every chain takes the same number of leapfrog steps
+    assert steps.std() > 0  # jittered
+    # After whitening by the adapted metric the target is a standard normal, whose
+    # jittered-ChEES optimum is T of order 2 (it started at one step, ~0.8 here)
+    assert 1.0 < float(state.trajectory_length[0]) < 4.0, float(state.trajectory_length[0])
+    # the step size meets the target for the harmonic mean of acceptance across chains
+    accept = np.maximum(np.asarray(result.info.acceptance_rate), 1e-10)
+    harmonic = np.mean(1.0 / np.mean(1.0 / accept, axis=0))
+    assert abs(harmonic - 0.651) < 0.05, harmonic
+
+
+def test_warmup_needs_no_recompilation():
+    sampler = sgmcmc.nuts(diagonal_20d())
+    sgmcmc.sample(sampler, num_samples=20, num_warmup=150, num_chains=2, seed=0, progress=False)
+    again = sgmcmc.sample(sampler, num_samples=20, num_warmup=150, num_chains=2, seed=1, progress=False)
+    assert again.num_compilations == 0
