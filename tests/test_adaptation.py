@@ -27,9 +27,11 @@ def test_window_schedule_is_stans():
 
 
 # The final step size comes from a Robbins-Monro recursion over the last 50 warmup
-# steps; its run-to-run spread in acceptance is about +-0.03 for NUTS (a smooth
-# statistic averaged over the trajectory) and +-0.06 for HMC and MALA (one noisy
-# Metropolis probability per step), hence the tolerances.
+# steps. Measured over seeds 0-5 on this target (1000 + 1000, 4 chains): NUTS 0.791-0.811
+# (a smooth statistic averaged over the trajectory), HMC 0.797-0.852, MALA 0.501-0.631
+# (one noisy Metropolis probability per step). The NUTS tolerance has a wide margin;
+# the HMC and MALA ones do not (MALA's spread, sd ~0.05, can exceed 0.08 by chance):
+# 50 steps are too few for their noisier statistic, an open item.
 @pytest.mark.parametrize(
     "make, target_accept, tol",
     [

@@ -47,7 +47,7 @@ def test_non_numeric_position():
         sgmcmc.Target.from_logdensity(quadratic, {"x": np.array(["a", "b"])})
 
 
-@pytest.mark.parametrize("factory", [sgmcmc.sgld, sgmcmc.mala, sgmcmc.hmc])
+@pytest.mark.parametrize("factory", [sgmcmc.sgld, sgmcmc.mala, sgmcmc.hmc, sgmcmc.nuts, sgmcmc.chees_hmc])
 @pytest.mark.parametrize("step_size", [0.0, -0.1, float("nan"), float("inf")])
 def test_bad_step_size(target, factory, step_size):
     with pytest.raises(ValueError, match="step_size"):
@@ -87,6 +87,36 @@ def test_nan_initial_position_for_one_chain(target):
     init = {"x": jnp.array([[0.0, 0.0, 0.0], [0.0, jnp.nan, 0.0]])}
     with pytest.raises(ValueError, match="chain 1"):
         sgmcmc.sample(sgmcmc.hmc(target, 0.1, 3), num_samples=10, num_chains=2, seed=0, initial_position=init)
+
+
+def test_bad_adaptive_sampler_settings(target):
+    with pytest.raises(ValueError, match="max_tree_depth"):
+        sgmcmc.nuts(target, max_tree_depth=0)
+    with pytest.raises(TypeError, match="max_tree_depth"):
+        sgmcmc.nuts(target, max_tree_depth=2.5)
+    for bad in (0.0, 1.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="target_accept"):
+            sgmcmc.nuts(target, target_accept=bad)
+        with pytest.raises(ValueError, match="target_accept"):
+            sgmcmc.hmc(target, 0.1, 3, target_accept=bad)
+    with pytest.raises(ValueError, match="metric"):
+        sgmcmc.nuts(target, metric="full")
+    with pytest.raises(ValueError, match="metric='dense' needs a matrix"):
+        sgmcmc.nuts(target, metric="dense", inverse_mass_matrix=jnp.ones(3))
+    with pytest.raises(ValueError, match="inverse_mass_matrix"):
+        sgmcmc.nuts(target, inverse_mass_matrix=jnp.ones(4))
+    with pytest.raises(ValueError, match="divergence_threshold"):
+        sgmcmc.nuts(target, divergence_threshold=0.0)
+    with pytest.raises(ValueError, match="float step size"):
+        sgmcmc.chees_hmc(target, lambda t: 0.1 / (1.0 + t))
+    with pytest.raises(ValueError, match="trajectory_length"):
+        sgmcmc.chees_hmc(target, 0.1, -1.0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        sgmcmc.chees_hmc(target, learning_rate=float("inf"))
+    with pytest.raises(ValueError, match="max_num_steps"):
+        sgmcmc.chees_hmc(target, max_num_steps=0)
+    with pytest.raises(ValueError, match="metric='diag' needs a vector"):
+        sgmcmc.chees_hmc(target, inverse_mass_matrix=jnp.eye(3))
 
 
 def test_bad_hmc_settings(target):

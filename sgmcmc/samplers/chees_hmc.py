@@ -35,7 +35,8 @@ from sgmcmc.adaptation.window import check_target_accept
 from sgmcmc.samplers.base import Sampler, register
 from sgmcmc.samplers.hmc import HMCInfo, _check_threshold
 from sgmcmc.samplers.integrators import IntegratorState, integrate
-from sgmcmc.samplers.metrics import check_inverse_mass_matrix, gaussian_euclidean
+from sgmcmc.samplers.metrics import check_inverse_mass_matrix
+from sgmcmc.samplers.phase_space import flat_view
 from sgmcmc.samplers.proposal import metropolis_hastings
 from sgmcmc.samplers.step_size import check_step_size
 from sgmcmc.samplers.step_size_search import find_reasonable_step_size
@@ -77,16 +78,10 @@ def chees_transition(
 ) -> tuple[ChEESState, HMCInfo, Proposal]:
     """One jittered HMC transition; also returns the unadjusted proposal."""
     key_momentum, key_accept = jax.random.split(key)
-    flat, unravel = ravel_pytree(state.position)
-    flat_grad, _ = ravel_pytree(state.logdensity_grad)
+    flat, flat_grad, unravel, metric, logdensity_and_grad = flat_view(state, target)
     eps = state.step_size
-    metric = gaussian_euclidean(state.inverse_mass_matrix)
     jitter = halton(state.count).astype(flat.dtype)
     num_steps = jnp.clip(jnp.ceil(jitter * state.trajectory_length / eps), 1, max_num_steps).astype(jnp.int32)
-
-    def logdensity_and_grad(x):
-        value, grad = jax.value_and_grad(target.logdensity)(unravel(x))
-        return value, ravel_pytree(grad)[0]
 
     momentum = metric.sample_momentum(key_momentum, flat)
     start = IntegratorState(flat, momentum, state.logdensity, flat_grad)

@@ -29,7 +29,8 @@ from sgmcmc._tree import PyTree
 from sgmcmc.adaptation.window import check_target_accept, window_adaptation
 from sgmcmc.samplers.base import Sampler, register
 from sgmcmc.samplers.integrators import IntegratorState, integrate
-from sgmcmc.samplers.metrics import check_inverse_mass_matrix, check_metric, gaussian_euclidean
+from sgmcmc.samplers.metrics import check_inverse_mass_matrix, check_metric
+from sgmcmc.samplers.phase_space import flat_view
 from sgmcmc.samplers.proposal import metropolis_hastings
 from sgmcmc.samplers.step_size import StepSize, check_step_size, current_step_size, initial_step_size
 from sgmcmc.samplers.step_size_search import find_reasonable_step_size
@@ -94,6 +95,19 @@ def hmc_init(target: Target, position: PyTree, step_size: StepSize, inverse_mass
     )
 
 
+def windowed_warmup(step, target: Target, step_size: StepSize, adaptation: tuple | None):
+    """Stan's windowed adaptation of ``step`` (``adaptation = (target_accept, metric)``).
+
+    ``None`` when adaptation is off or the step size is a schedule (which is
+    never adapted): warmup is then plain burn-in.
+    """
+    if adaptation is None or callable(step_size):
+        return None
+    target_accept, metric = adaptation
+    search = partial(find_reasonable_step_size, target=target)
+    return window_adaptation(step, search, target_accept=target_accept, metric=metric)
+
+
 def hamiltonian_transition(
     key: jax.Array,
     state: HMCState,
@@ -104,14 +118,8 @@ def hamiltonian_transition(
 ) -> tuple[HMCState, HMCInfo]:
     """One Metropolis-adjusted leapfrog trajectory of ``num_integration_steps`` steps."""
     key_momentum, key_accept = jax.random.split(key)
-    flat, unravel = ravel_pytree(state.position)
-    flat_grad, _ = ravel_pytree(state.logdensity_grad)
+    flat, flat_grad, unravel, metric, logdensity_and_grad = flat_view(state, target)
     eps = current_step_size(step_size, state.step_size, state.count)
-    metric = gaussian_euclidean(state.inverse_mass_matrix)
-
-    def logdensity_and_grad(x):
-        value, grad = jax.value_and_grad(target.logdensity)(unravel(x))
-        return value, ravel_pytree(grad)[0]
 
     momentum = metric.sample_momentum(key_momentum, flat)
     start = IntegratorState(flat, momentum, state.logdensity, flat_grad)
@@ -209,9 +217,4 @@ def _build(
     def rebuild(new_target: Target) -> Sampler:
         return _build(new_target, step_size, num_integration_steps, inv_mass, divergence_threshold, adaptation)
 
-    warmup = None
-    if adaptation is not None and not callable(step_size):
-        target_accept, metric = adaptation
-        search = partial(find_reasonable_step_size, target=target)
-        warmup = window_adaptation(step, search, target_accept=target_accept, metric=metric)
-    return Sampler(init, step, target, rebuild, "hmc", True, warmup)
+    return Sampler(init, step, target, rebuild, "hmc", True, windowed_warmup(step, target, step_size, adaptation))

@@ -22,18 +22,22 @@ adapt them.
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 from jax.flatten_util import ravel_pytree
 
 from sgmcmc._tree import PyTree
-from sgmcmc.adaptation.window import check_target_accept, window_adaptation
+from sgmcmc.adaptation.window import check_target_accept
 from sgmcmc.samplers.base import Sampler, register
-from sgmcmc.samplers.hmc import HMCInfo, HMCState, _check_threshold, hamiltonian_transition, hmc_init
+from sgmcmc.samplers.hmc import (
+    HMCInfo,
+    HMCState,
+    _check_threshold,
+    hamiltonian_transition,
+    hmc_init,
+    windowed_warmup,
+)
 from sgmcmc.samplers.metrics import check_inverse_mass_matrix, check_metric
 from sgmcmc.samplers.step_size import StepSize, check_step_size
-from sgmcmc.samplers.step_size_search import find_reasonable_step_size
 from sgmcmc.target import Target
 
 __all__ = ["mala"]
@@ -91,9 +95,4 @@ def _build(
     def rebuild(new_target: Target) -> Sampler:
         return _build(new_target, step_size, inv_mass, divergence_threshold, adaptation)
 
-    warmup = None
-    if adaptation is not None and not callable(step_size):
-        target_accept, metric = adaptation
-        search = partial(find_reasonable_step_size, target=target)
-        warmup = window_adaptation(step, search, target_accept=target_accept, metric=metric)
-    return Sampler(init, step, target, rebuild, "mala", True, warmup)
+    return Sampler(init, step, target, rebuild, "mala", True, windowed_warmup(step, target, step_size, adaptation))

@@ -21,20 +21,19 @@ windows; it runs inside :func:`sgmcmc.sample` when ``num_warmup > 0``.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
 from jax.flatten_util import ravel_pytree
 
 from sgmcmc._tree import PyTree
-from sgmcmc.adaptation.window import check_target_accept, window_adaptation
+from sgmcmc.adaptation.window import check_target_accept
 from sgmcmc.samplers.base import Sampler, register
-from sgmcmc.samplers.hmc import HMCState, _check_threshold, hmc_init
+from sgmcmc.samplers.hmc import HMCState, _check_threshold, hmc_init, windowed_warmup
 from sgmcmc.samplers.integrators import IntegratorState
-from sgmcmc.samplers.metrics import check_inverse_mass_matrix, check_metric, gaussian_euclidean
+from sgmcmc.samplers.metrics import check_inverse_mass_matrix, check_metric
+from sgmcmc.samplers.phase_space import flat_view
 from sgmcmc.samplers.step_size import StepSize, check_step_size, current_step_size
-from sgmcmc.samplers.step_size_search import find_reasonable_step_size
 from sgmcmc.samplers.trajectory import build_trajectory
 from sgmcmc.target import Target
 
@@ -72,14 +71,8 @@ def nuts_transition(
 ) -> tuple[HMCState, NUTSInfo]:
     """One NUTS transition from ``state``."""
     key_momentum, key_tree = jax.random.split(key)
-    flat, unravel = ravel_pytree(state.position)
-    flat_grad, _ = ravel_pytree(state.logdensity_grad)
+    flat, flat_grad, unravel, metric, logdensity_and_grad = flat_view(state, target)
     eps = current_step_size(step_size, state.step_size, state.count)
-    metric = gaussian_euclidean(state.inverse_mass_matrix)
-
-    def logdensity_and_grad(x):
-        value, grad = jax.value_and_grad(target.logdensity)(unravel(x))
-        return value, ravel_pytree(grad)[0]
 
     momentum = metric.sample_momentum(key_momentum, flat)
     start = IntegratorState(flat, momentum, state.logdensity, flat_grad)
@@ -164,9 +157,6 @@ def _build(target: Target, settings: tuple) -> Sampler:
     def rebuild(new_target: Target) -> Sampler:
         return _build(new_target, settings)
 
-    warmup = None
-    if not callable(step_size):
-        search = partial(find_reasonable_step_size, target=target)
-        warmup = window_adaptation(step, search, target_accept=target_accept, metric=metric)
+    warmup = windowed_warmup(step, target, step_size, (target_accept, metric))
     return Sampler(init, step, target, rebuild, "nuts", True, warmup)
 

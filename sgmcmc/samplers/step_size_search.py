@@ -13,10 +13,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.flatten_util import ravel_pytree
 
 from sgmcmc.samplers.integrators import IntegratorState, leapfrog
-from sgmcmc.samplers.metrics import gaussian_euclidean
+from sgmcmc.samplers.phase_space import flat_view
 from sgmcmc.target import Target
 
 __all__ = ["find_reasonable_step_size"]
@@ -27,14 +26,8 @@ _MAX_TRIES = 60
 
 def find_reasonable_step_size(key: jax.Array, state, target: Target) -> jax.Array:
     """A step size at which one leapfrog step is accepted with probability near 0.8."""
-    flat, unravel = ravel_pytree(state.position)
-    flat_grad, _ = ravel_pytree(state.logdensity_grad)
-    metric = gaussian_euclidean(state.inverse_mass_matrix)
+    flat, flat_grad, _, metric, logdensity_and_grad = flat_view(state, target)
     dtype = flat.dtype
-
-    def logdensity_and_grad(x):
-        value, grad = jax.value_and_grad(target.logdensity)(unravel(x))
-        return value, ravel_pytree(grad)[0]
 
     def delta_energy(step_size, key):
         momentum = metric.sample_momentum(key, flat)
