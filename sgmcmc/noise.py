@@ -84,7 +84,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["normal", "normal_like", "uniform_indices", "uniform_at", "threefry_bits", "METHODS"]
+__all__ = ["normal", "normal_like", "uniform", "uniform_indices", "uniform_at", "fold_in", "threefry_bits", "METHODS"]
 
 #: Accepted values of ``method``.  ``"threefry"`` is an alias of ``"xla_threefry"``.
 METHODS = ("auto", "jax", "xla_threefry", "threefry")
@@ -93,6 +93,8 @@ METHODS = ("auto", "jax", "xla_threefry", "threefry")
 _TAG_NORMAL = 0x53474C44
 _TAG_INDEX = 0x53474C49
 _TAG_UNIFORM = 0x53474C55
+_TAG_UNIFORM_VECTOR = 0x53474C56
+_TAG_FOLD = 0x53474C46
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _KS_PARITY = 0x1BD11BDA
@@ -134,6 +136,19 @@ def _key_words(key: Any) -> tuple[jax.Array, jax.Array]:
                 f"(jax.random.PRNGKey); got dtype {data.dtype} and shape {data.shape}"
             )
     return data[0], data[1]
+
+
+def _stream_tag(base: int, stream) -> Any:
+    """The high counter word of sub-stream ``stream`` (an int or a traced integer) of a tag.
+
+    Sub-streams differ in the upper 16 bits; the lower 16 bits keep the base
+    tags of the different kinds of numbers apart.
+    """
+    if isinstance(stream, (int, np.integer)):
+        if not 0 <= int(stream) < 2**16:
+            raise ValueError(f"stream must be in [0, 65536), got {stream}")
+        return int(base ^ (int(stream) << 16))
+    return jnp.uint32(base) ^ (jnp.asarray(stream).astype(jnp.uint32) << np.uint32(16))
 
 
 # ---------------------------------------------------------------------- threefry
@@ -213,8 +228,8 @@ def _block_to_normal(a: jax.Array, b: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type(lax.bitcast_convert_type(r * v, jnp.uint32) ^ sign, jnp.float32)
 
 
-@partial(jax.jit, static_argnums=(2, 3))
-def _stream_normal(k0, k1, start: int, size: int) -> jax.Array:
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _stream_normal(k0, k1, start: int, size: int, tag: int = _TAG_NORMAL) -> jax.Array:
     """Elements ``[start, start + size)`` of the float32 normal stream of (k0, k1).
 
     XLA:CPU vectorises an element-wise loop only when its element count is
@@ -228,13 +243,19 @@ def _stream_normal(k0, k1, start: int, size: int) -> jax.Array:
         pred = (k0 | k1 | np.uint32(1)) != np.uint32(0)  # always true
         padded = lax.cond(
             pred,
-            lambda a, b: _block_to_normal(*_stream_words(a, b, start, size + 1, _TAG_NORMAL)),
+            lambda a, b: _block_to_normal(*_stream_words(a, b, start, size + 1, tag)),
             lambda a, b: jnp.zeros((size + 1,), jnp.float32),
             k0,
             k1,
         )
         return padded[:size]
-    a, b = _stream_words(k0, k1, start, size, _TAG_NORMAL)
+    a, b = _stream_words(k0, k1, start, size, tag)
+    return _block_to_normal(a, b)
+
+
+def _traced_stream_normal(k0, k1, size: int, tag: jax.Array) -> jax.Array:
+    """Like :func:`_stream_normal` from 0 with a traced tag (no odd-size padding)."""
+    a, b = _threefry2x32(k0, k1, lax.iota(jnp.uint32, size), tag, both=True)
     return _block_to_normal(a, b)
 
 
@@ -262,7 +283,7 @@ def _resolve(method: str, dtype) -> str:
 # ---------------------------------------------------------------------------- API
 
 
-def normal(key, shape: Sequence[int] | int = (), dtype=jnp.float32, *, method: str = "auto") -> jax.Array:
+def normal(key, shape: Sequence[int] | int = (), dtype=jnp.float32, *, method: str = "auto", stream=0) -> jax.Array:
     """Standard normal draws of ``shape`` and ``dtype`` from ``key``.
 
     Args:
@@ -274,19 +295,82 @@ def normal(key, shape: Sequence[int] | int = (), dtype=jnp.float32, *, method: s
       method: ``"auto"`` (fast Threefry path on CPU, ``jax.random.normal``
         elsewhere), ``"xla_threefry"`` (force the fast path), or ``"jax"``
         (force ``jax.random.normal``; same numbers as it).
+      stream: an integer in ``[0, 65536)``, possibly traced: independent
+        sub-streams of one key (different counter blocks), so a kernel can
+        draw several independent vectors from its key without splitting it.
+        On the ``jax.random`` path a non-zero stream uses
+        ``fold_in(key, stream)``.
 
     The fast path's numbers differ from ``jax.random.normal`` for the same key.
     """
     shape = _shape(shape)
     dtype = np.dtype(dtype) if not isinstance(dtype, np.dtype) else dtype
     if _resolve(method, dtype) == "jax":
+        if not (isinstance(stream, (int, np.integer)) and int(stream) == 0):
+            key = jax.random.fold_in(key, stream)
         return jax.random.normal(key, shape, dtype)
     k0, k1 = _key_words(key)
-    z = _stream_normal(k0, k1, 0, math.prod(shape))
+    tag = _stream_tag(_TAG_NORMAL, stream)
+    if isinstance(tag, int):
+        z = _stream_normal(k0, k1, 0, math.prod(shape), tag)
+    else:
+        z = _traced_stream_normal(k0, k1, math.prod(shape), tag)
     return z.reshape(shape).astype(dtype)
 
 
-def normal_like(key, tree: Any, *, method: str = "auto") -> Any:
+def uniform(key, shape: Sequence[int] | int = (), dtype=jnp.float32, *, stream=0) -> jax.Array:
+    """Uniform draws in ``(0, 1)`` (never 0 or 1) of ``shape`` from ``key``.
+
+    Threefry-2x32-20 blocks ``(j, tag)`` of a tag of their own, so they are
+    independent of :func:`normal`, :func:`uniform_at` and
+    :func:`uniform_indices` drawn from the same key; ``stream`` (an integer
+    in ``[0, 65536)``, possibly traced) selects independent sub-streams.
+    float32 uses 24 bits, ``u = (k + 1/2) 2^-24``; float64 uses 53 bits from
+    both words of the block. The hash is unrolled element-wise code (no loop),
+    which XLA fuses into the consumer; ``jax.random.uniform`` lowers to a
+    rolled loop on CPU.
+    """
+    shape = _shape(shape)
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"uniform supports float32 and float64, got {dtype}")
+    k0, k1 = _key_words(key)
+    tag = _stream_tag(_TAG_UNIFORM_VECTOR, stream)
+    tag = np.uint32(tag) if isinstance(tag, int) else tag
+    ctr = lax.iota(jnp.uint32, math.prod(shape))
+    if dtype == np.dtype(np.float32):
+        a = _threefry2x32(k0, k1, ctr, tag)
+        u = ((a >> np.uint32(8)).astype(jnp.float32) + np.float32(0.5)) * np.float32(2.0**-24)
+    else:
+        a, b = _threefry2x32(k0, k1, ctr, tag, both=True)
+        hi = (a >> np.uint32(6)).astype(jnp.float64)  # 26 bits
+        lo = (b >> np.uint32(5)).astype(jnp.float64)  # 27 bits
+        u = (hi * 2.0**27 + lo + 0.5) * 2.0**-53
+    return u.reshape(shape)
+
+
+def fold_in(key, data) -> jax.Array:
+    """A new key from ``key`` and the integer ``data`` (possibly traced).
+
+    The same role as ``jax.random.fold_in``, computed with the unrolled
+    Threefry block ``threefry2x32(key, (data, tag))`` (both output words form
+    the new key), which fuses into straight-line code; ``jax.random.fold_in``
+    lowers to a rolled loop on CPU that costs a few kernel launches per call.
+    Keys of other implementations than the default ``threefry2x32`` fall back
+    to ``jax.random.fold_in``. The derived keys differ from
+    ``jax.random.fold_in``'s.
+    """
+    typed = jax.dtypes.issubdtype(getattr(key, "dtype", np.dtype(np.uint32)), jax.dtypes.prng_key)
+    if typed and jax.random.key_impl(key) != jax.random.key_impl(jax.random.key(0)):
+        return jax.random.fold_in(key, data)
+    k0, k1 = _key_words(key)
+    ctr = jnp.asarray(data).astype(jnp.uint32)
+    a, b = _threefry2x32(k0, k1, ctr, np.uint32(_TAG_FOLD), both=True)
+    words = jnp.stack([a, b])
+    return jax.random.wrap_key_data(words) if typed else words
+
+
+def normal_like(key, tree: Any, *, method: str = "auto", stream: int = 0) -> Any:
     """One ``N(0, 1)`` draw with the shape and dtype of every leaf of ``tree``.
 
     Leaves may be arrays or ``jax.ShapeDtypeStruct`` s.  On the fast path all
@@ -296,8 +380,12 @@ def normal_like(key, tree: Any, *, method: str = "auto") -> Any:
     counter range, which is what slicing one long draw would give, but lets XLA
     fuse each piece into its own consumer).  Leaves whose dtype has no fast
     path (float64) are slices of one ``jax.random.normal`` call of their total
-    size; with ``method="jax"`` every leaf is.
+    size; with ``method="jax"`` every leaf is. ``stream`` (a Python int in
+    ``[0, 65536)``) selects an independent sub-stream, as in :func:`normal`.
     """
+    tag = _stream_tag(_TAG_NORMAL, stream)
+    if not isinstance(tag, int):
+        raise TypeError("normal_like needs a Python int stream")
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     specs = [
         (tuple(leaf.shape) if hasattr(leaf, "shape") else tuple(np.shape(leaf)), np.dtype(leaf.dtype))
@@ -314,16 +402,17 @@ def normal_like(key, tree: Any, *, method: str = "auto") -> Any:
         for i in fast:
             shape, dt = specs[i]
             size = math.prod(shape)
-            out[i] = _stream_normal(k0, k1, offset, size).reshape(shape).astype(dt)
+            out[i] = _stream_normal(k0, k1, offset, size, tag).reshape(shape).astype(dt)
             offset += size
 
     # One jax.random.normal call per dtype for the remaining leaves.
     by_dtype: dict[np.dtype, list[int]] = {}
     for i in slow:
         by_dtype.setdefault(specs[i][1], []).append(i)
+    jax_key = key if stream == 0 or not by_dtype else jax.random.fold_in(key, stream)
     for dt, idx in by_dtype.items():
         sizes = [math.prod(specs[i][0]) for i in idx]
-        flat = jax.random.normal(key, (sum(sizes),), dt)
+        flat = jax.random.normal(jax_key, (sum(sizes),), dt)
         offset = 0
         for i, size in zip(idx, sizes):
             out[i] = flat[offset : offset + size].reshape(specs[i][0])

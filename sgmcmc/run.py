@@ -1,16 +1,22 @@
 """The driver: ``sgmcmc.sample`` runs any sampler over vmapped chains.
 
-The loop over steps is a ``lax.scan`` over a vmapped ``step``, compiled once
-and called in chunks of ``chunk_size`` draws. Between chunks (never between
-steps) control returns to Python, which moves the progress bar and copies the
-chunk's draws to host memory. Every chunk has the same length: a short last
-chunk skips its surplus iterations with ``lax.cond`` instead of compiling a
-second program, so a run compiles one program for warmup and one for
-sampling, and a later call with the same sampler, shapes and settings
-compiles nothing.
+The loop over steps is a ``lax.scan`` over a vmapped transition, compiled
+once and called in chunks of ``chunk_size`` draws. Between chunks (never
+between steps) control returns to Python, which moves the progress bar and
+copies the chunk's draws to host memory. Every chunk has the same length: a
+short last chunk skips its surplus steps with ``lax.cond`` instead of
+compiling a second program.
+
+A sampler with a warmup adaptation (NUTS, HMC, MALA, ChEES-HMC) runs warmup
+and sampling in **one** program: every step runs the transition, and the
+adaptation's ``prepare`` / ``update`` under a ``lax.cond`` on the step index
+(see :mod:`sgmcmc.adaptation.base`), so the transition is traced and
+compiled once. A sampler without one compiles a burn-in program (no draws
+kept) and a sampling program. A later call with the same sampler, shapes and
+settings compiles nothing.
 
 Randomness: chain ``c`` uses ``key_c = split(key, num_chains)[c]`` and its
-step ``t`` (counted from the first warmup step) uses ``fold_in(key_c, t)``,
+step ``t`` (counted from the first warmup step) uses ``noise.fold_in(key_c, t)``,
 so the draws do not depend on the chunk size or on the progress bar.
 
 The data of a data-driven target are passed into the compiled program as an
@@ -30,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from sgmcmc import noise
 from sgmcmc._tree import PyTree
 from sgmcmc.result import SampleResult
 from sgmcmc.samplers.base import Sampler
@@ -53,6 +60,37 @@ def _positive_int(value, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}.")
     return value
+
+
+def _keep_mask(keep, num_samples: int, num_warmup: int, thin: int) -> np.ndarray | None:
+    """Which draw slots a collection policy keeps, up to its ``num_samples``-th kept draw.
+
+    Slot ``j`` of the sampling phase ends with the step whose count is
+    ``num_warmup + (j + 1) * thin - 1``; the policy is evaluated on the host,
+    on arrays of counts, before anything is compiled.
+    """
+    if keep is None:
+        return None
+    policy = getattr(keep, "is_sampling", keep)
+    if not callable(policy):
+        raise TypeError(f"keep must be a function count -> bool or have an is_sampling method, got {keep!r}.")
+    parts, kept, start, block = [], 0, 0, max(num_samples, 1024)
+    limit = max(100 * num_samples, 10**6)
+    while kept < num_samples:
+        if start >= limit:
+            raise ValueError(f"the collection policy keep kept {kept} of the first {start} draws; it must keep draws.")
+        counts = num_warmup + (np.arange(start, start + block) + 1) * thin - 1
+        try:
+            flags = np.asarray(policy(jnp.asarray(counts)))
+        except Exception as err:
+            raise ValueError(f"the collection policy keep failed on an array of step counts: {err}") from err
+        if flags.shape != counts.shape:
+            raise ValueError(f"keep must return one bool per count; got shape {flags.shape} for {counts.shape}.")
+        parts.append(flags.astype(bool))
+        kept += int(parts[-1].sum())
+        start, block = start + block, 2 * block
+    mask = np.concatenate(parts)
+    return mask[: np.flatnonzero(mask)[num_samples - 1] + 1]
 
 
 def _as_key(seed) -> jax.Array:
@@ -117,107 +155,93 @@ def _reduce_block(infos):
     return type(infos)(**out)
 
 
-def _make_chunk_fn(sampler: Sampler, chunk_len: int, thin: int, collect: bool):
-    """The program that runs one chunk of ``chunk_len`` iterations of ``thin`` steps."""
+def _vectorised(fn, num_chains: int):
+    """``fn(key, state)`` over a leading chain axis.
 
-    def chunk(data, states, chain_keys, start, num_valid):
-        TRACE_COUNTS["sample" if collect else "warmup"] += 1
+    A vmapped batch of one turns matrix products into batched ones, which
+    XLA:CPU runs measurably slower (~25% of a small MLP step): one chain runs
+    the unbatched function with the chain axis kept outside it.
+    """
+    if num_chains > 1:
+        return jax.vmap(fn)
+
+    def single(keys, states):
+        out = fn(keys[0], jax.tree.map(lambda x: x[0], states))
+        return jax.tree.map(lambda x: x[None], out)
+
+    return single
+
+
+def _make_chunk_fn(sampler: Sampler, chunk_len: int, thin: int, collect: bool, adaptive: bool):
+    """The program that runs ``chunk_len`` blocks of ``thin`` steps.
+
+    Steps ``t`` (counted from the first warmup step) with ``t >= stop`` are
+    skipped. With ``adaptive``, steps ``t < num_warmup`` also run the
+    sampler's warmup adaptation (``prepare`` before, ``update`` after the
+    transition, ``finalize`` after the last one), so warmup and sampling share
+    this one program and the transition is compiled once.
+    """
+
+    def chunk(data, states, adapt, chain_keys, start, stop, num_warmup):
+        TRACE_COUNTS["chunk"] += 1
         bound = _bind(sampler, data)
         num_chains = jax.tree.leaves(chain_keys)[0].shape[0]
-        if num_chains == 1:
-            # A vmapped batch of one turns matrix products into batched ones, which
-            # XLA:CPU runs measurably slower (~25% of a small MLP step): run the
-            # unbatched step and keep the chain axis outside it.
-            def vstep(keys, states):
-                new, info = bound.step(keys[0], jax.tree.map(lambda x: x[0], states))
-                return jax.tree.map(lambda x: x[None], (new, info))
-
+        if adaptive:
+            warmup = bound.warmup
+            transition = jax.jit(_vectorised(warmup.transition, num_chains))
         else:
-            vstep = jax.vmap(bound.step)
 
-        def one_step(states, t):
-            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(chain_keys, t)
-            return vstep(keys, states)
+            def plain(key, state):
+                new_state, info = bound.step(key, state)
+                return new_state, info, None
 
-        def block(states, i):
+            transition = jax.jit(_vectorised(plain, num_chains))
+
+        def run(carry, t):
+            states, adapt = carry
+            keys = jax.vmap(noise.fold_in, in_axes=(0, None))(chain_keys, t)
+            if not adaptive:
+                new, info, _ = transition(keys, states)
+                return (new, adapt), info
+            in_warmup = t < num_warmup
+            states, adapt = lax.cond(in_warmup, lambda c: warmup.prepare(keys, *c, t), lambda c: c, (states, adapt))
+            new, info, aux = transition(keys, states)
+            new, adapt = lax.cond(
+                in_warmup, lambda c: warmup.update(keys, states, c[0], info, aux, c[1], t), lambda c: c, (new, adapt)
+            )
+            new = lax.cond(t + 1 == num_warmup, lambda s: warmup.finalize(s, adapt), lambda s: s, new)
+            return (new, adapt), info
+
+        # The transition is traced once: here, then reused from jit's cache below.
+        keys0 = jax.vmap(noise.fold_in, in_axes=(0, None))(chain_keys, start)
+        info_shape = jax.eval_shape(transition, keys0, states)[1]
+
+        def one_step(carry, t):
+            def skip(carry):
+                return carry, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info_shape)
+
+            return lax.cond(t < stop, lambda c: run(c, t), skip, carry)
+
+        def block(carry, i):
             first = start + i * thin
-            states, infos = lax.scan(one_step, states, first + jnp.arange(thin))
-            return states, _reduce_block(infos)
-
-        info_shape = jax.eval_shape(lambda s: block(s, 0)[1], states)
+            carry, infos = lax.scan(one_step, carry, first + jnp.arange(thin))
+            return carry, _reduce_block(infos)
 
         def iteration(carry, i):
-            states, divergences, grad_evals = carry
-
-            def run(states):
-                return block(states, i)
-
-            def skip(states):
-                return states, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info_shape)
-
-            states, info = lax.cond(i < num_valid, run, skip, states)
+            states_adapt, divergences, grad_evals = carry
+            states_adapt, info = block(states_adapt, i)
             divergences = divergences + jnp.asarray(info.is_divergent, jnp.int32)
             grad_evals = grad_evals + jnp.asarray(info.num_grad_evals, jnp.int32)
-            out = (states.position, info) if collect else None
-            return (states, divergences, grad_evals), out
+            out = (states_adapt[0].position, info) if collect else None
+            return (states_adapt, divergences, grad_evals), out
 
         zeros = jnp.zeros((num_chains,), jnp.int32)
-        (states, divergences, grad_evals), out = lax.scan(iteration, (states, zeros, zeros), jnp.arange(chunk_len))
-        return states, divergences, grad_evals, out
+        ((states, adapt), divergences, grad_evals), out = lax.scan(
+            iteration, ((states, adapt), zeros, zeros), jnp.arange(chunk_len)
+        )
+        return states, adapt, divergences, grad_evals, out
 
     return chunk
-
-
-def _make_adaptive_chunk_fn(sampler: Sampler, chunk_len: int):
-    """The program that runs ``chunk_len`` steps of the sampler's warmup adaptation."""
-
-    def chunk(data, states, adapt, chain_keys, start, num_valid):
-        TRACE_COUNTS["adapt"] += 1
-        warmup = _bind(sampler, data).warmup
-        num_chains = jax.tree.leaves(chain_keys)[0].shape[0]
-        info_shape = jax.eval_shape(
-            lambda s, a: warmup.step(chain_keys, s, a, jnp.int32(0))[2], states, adapt
-        )
-
-        def iteration(carry, i):
-            states, adapt, divergences, grad_evals = carry
-            t = start + i
-            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(chain_keys, t)
-
-            def run(args):
-                return warmup.step(keys, *args, t)
-
-            def skip(args):
-                return (*args, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info_shape))
-
-            states, adapt, info = lax.cond(i < num_valid, run, skip, (states, adapt))
-            divergences = divergences + jnp.asarray(info.is_divergent, jnp.int32)
-            grad_evals = grad_evals + jnp.asarray(info.num_grad_evals, jnp.int32)
-            return (states, adapt, divergences, grad_evals), None
-
-        zeros = jnp.zeros((num_chains,), jnp.int32)
-        (states, adapt, divergences, grad_evals), _ = lax.scan(
-            iteration, (states, adapt, zeros, zeros), jnp.arange(chunk_len)
-        )
-        return states, adapt, divergences, grad_evals
-
-    return chunk
-
-
-def _make_adapt_init_fn(sampler: Sampler, num_warmup: int):
-    def init(data, states, key):
-        TRACE_COUNTS["adapt_init"] += 1
-        return _bind(sampler, data).warmup.init(key, states, num_warmup)
-
-    return init
-
-
-def _make_adapt_final_fn(sampler: Sampler):
-    def final(data, states, adapt):
-        TRACE_COUNTS["adapt_final"] += 1
-        return _bind(sampler, data).warmup.finalize(states, adapt)
-
-    return final
 
 
 def _make_init_fn(sampler: Sampler):
@@ -283,6 +307,7 @@ def sample(
     progress: bool = True,
     initial_position: PyTree = None,
     chunk_size: int = 100,
+    keep: Any = None,
 ) -> SampleResult:
     """Run ``num_chains`` chains of ``sampler`` and return their draws.
 
@@ -305,6 +330,13 @@ def sample(
             given initial position otherwise).
         chunk_size: draws per compiled chunk (progress and host-copy
             granularity; it does not change the draws).
+        keep: a collection policy: ``count -> bool`` (vectorised over an
+            array of counts), or an object with ``is_sampling(count)`` such as
+            :func:`sgmcmc.schedules.cyclical_cosine`. A draw is kept when the
+            policy holds for the count of the step that produced it (steps
+            taken before it, warmup included, as a schedule sees it). The run
+            continues until ``num_samples`` draws are kept; the sampler's
+            update knows nothing of it.
 
     Returns:
         A :class:`~sgmcmc.result.SampleResult`.
@@ -326,6 +358,8 @@ def sample(
     thin = _positive_int(thin, "thin")
     chunk_size = _positive_int(chunk_size, "chunk_size")
     key = _as_key(seed)
+    keep_mask = _keep_mask(keep, num_samples, num_warmup, thin)
+    num_slots = num_samples if keep_mask is None else len(keep_mask)
 
     key_init, key_run = jax.random.split(key)
     positions = _initial_positions(target, initial_position, num_chains, key_init)
@@ -346,90 +380,55 @@ def sample(
         tqdm = None
     bar = None
     if progress and tqdm is not None:
-        bar = tqdm(total=num_warmup + num_samples * thin, desc=f"{sampler.name}", unit="step", leave=True)
-
-    def run_phase(total_iters: int, iter_len: int, first_step: int, collect: bool, states):
-        nonlocal num_compiled
-        chunk_len = chunk_lengths[collect]
-        fn = _make_chunk_fn(sampler, chunk_len, iter_len, collect)
-        static = (sampler, chunk_len, iter_len, collect)
-        args = (data, states, chain_keys, jnp.asarray(first_step, jnp.int32), jnp.asarray(chunk_len, jnp.int32))
-        compiled, seconds, new = _get_compiled("chunk", fn, static, args)
-        timing["compile_s"] += seconds
-        num_compiled += new
-        outputs = []
-        divergences = np.zeros(num_chains, np.int64)
-        grad_evals = np.zeros(num_chains, np.int64)
-        done = 0
-        start = time.perf_counter()
-        while done < total_iters:
-            valid = min(chunk_len, total_iters - done)
-            states, div, ge, out = compiled(
-                data,
-                states,
-                chain_keys,
-                jnp.asarray(first_step + done * iter_len, jnp.int32),
-                jnp.asarray(valid, jnp.int32),
-            )
-            if collect:
-                out = jax.tree.map(lambda x, v=valid: np.asarray(x[:v]), out)
-                outputs.append(out)
-            divergences += np.asarray(div)
-            grad_evals += np.asarray(ge)
-            done += valid
-            if bar is not None:
-                bar.update(valid * iter_len)
-        jax.block_until_ready(states)
-        elapsed = time.perf_counter() - start
-        return states, outputs, divergences, grad_evals, elapsed
+        bar = tqdm(total=num_warmup + num_slots * thin, desc=f"{sampler.name}", unit="step", leave=True)
 
     # One chunk length per phase, independent of the run length (a short run
-    # skips the surplus iterations), bounded so a chunk of draws stays small.
+    # skips the surplus steps), bounded so a chunk of draws stays small.
     leaves = jax.tree.leaves(target.initial_position)
     draw_bytes = num_chains * sum(np.size(x) * np.dtype(x.dtype).itemsize for x in leaves)
     sample_chunk = max(1, min(chunk_size, _CHUNK_BYTES // max(draw_bytes, 1)))
-    chunk_lengths = {True: sample_chunk, False: chunk_size}
+    # With a warmup adaptation, warmup and sampling run one program (the
+    # transition compiled once); otherwise warmup is burn-in without draws.
+    adaptive = num_warmup > 0 and getattr(sampler, "warmup", None) is not None
+    adapt = None
+    if adaptive:
+        states, adapt = sampler.warmup.init(states, num_warmup)
 
-    def run_adaptation(states):
-        """The sampler's warmup adaptation for ``num_warmup`` steps, in chunks."""
+    def get_program(collect: bool):
         nonlocal num_compiled
-        chunk_len = chunk_lengths[False]
-        key_adapt = jax.random.fold_in(key_run, 0x0DA97)
-        init_fn, seconds, new = _get_compiled(
-            "adapt_init", _make_adapt_init_fn(sampler, num_warmup), (sampler, num_warmup), (data, states, key_adapt)
-        )
+        chunk_len = sample_chunk if collect else chunk_size
+        fn = _make_chunk_fn(sampler, chunk_len, thin, collect, adaptive)
+        static = (sampler, chunk_len, thin, collect, adaptive)
+        args = (data, states, adapt, chain_keys, jnp.int32(0), jnp.int32(0), jnp.int32(num_warmup))
+        compiled, seconds, new = _get_compiled("chunk", fn, static, args)
         timing["compile_s"] += seconds
         num_compiled += new
-        start = time.perf_counter()
-        adapt = init_fn(data, states, key_adapt)
-        seconds_run = time.perf_counter() - start
-        fn = _make_adaptive_chunk_fn(sampler, chunk_len)
-        args = (data, states, adapt, chain_keys, jnp.int32(0), jnp.int32(chunk_len))
-        compiled, seconds, new = _get_compiled("adapt_chunk", fn, (sampler, chunk_len), args)
-        timing["compile_s"] += seconds
-        num_compiled += new
-        final_fn, seconds, new = _get_compiled(
-            "adapt_final", _make_adapt_final_fn(sampler), (sampler,), (data, states, adapt)
-        )
-        timing["compile_s"] += seconds
-        num_compiled += new
+        return compiled, chunk_len
+
+    def run_phase(first_step: int, num_steps: int, collect: bool):
+        nonlocal states, adapt
+        compiled, chunk_len = get_program(collect)
+        outputs = []
         divergences = np.zeros(num_chains, np.int64)
         grad_evals = np.zeros(num_chains, np.int64)
-        done = 0
+        stop = first_step + num_steps
+        t = first_step
         start = time.perf_counter()
-        while done < num_warmup:
-            valid = min(chunk_len, num_warmup - done)
-            states, adapt, div, ge = compiled(
-                data, states, adapt, chain_keys, jnp.asarray(done, jnp.int32), jnp.asarray(valid, jnp.int32)
+        while t < stop:
+            states, adapt, div, ge, out = compiled(
+                data, states, adapt, chain_keys, jnp.int32(t), jnp.int32(stop), jnp.int32(num_warmup)
             )
+            steps = min(chunk_len * thin, stop - t)
+            if collect:
+                valid = steps // thin
+                outputs.append(jax.tree.map(lambda x, v=valid: np.asarray(x[:v]), out))
             divergences += np.asarray(div)
             grad_evals += np.asarray(ge)
-            done += valid
+            t += steps
             if bar is not None:
-                bar.update(valid)
-        states = final_fn(data, states, adapt)
+                bar.update(steps)
         jax.block_until_ready(states)
-        return states, divergences, grad_evals, seconds_run + time.perf_counter() - start
+        return outputs, divergences, grad_evals, time.perf_counter() - start
 
     try:
         warm_div = np.zeros(num_chains, np.int64)
@@ -437,13 +436,11 @@ def sample(
         if num_warmup > 0:
             if bar is not None:
                 bar.set_description(f"{sampler.name} warmup")
-            if getattr(sampler, "warmup", None) is not None:
-                states, warm_div, warm_grads, timing["warmup_s"] = run_adaptation(states)
-            else:
-                states, _, warm_div, warm_grads, timing["warmup_s"] = run_phase(num_warmup, 1, 0, False, states)
+            # The adaptive program is the sampling one; plain burn-in keeps no draws.
+            _, warm_div, warm_grads, timing["warmup_s"] = run_phase(0, num_warmup, collect=adaptive)
         if bar is not None:
             bar.set_description(f"{sampler.name} sampling")
-        states, outputs, _, _, timing["sampling_s"] = run_phase(num_samples, thin, num_warmup, True, states)
+        outputs, _, sample_grads, timing["sampling_s"] = run_phase(num_warmup, num_slots * thin, collect=True)
     finally:
         if bar is not None:
             bar.close()
@@ -451,6 +448,10 @@ def sample(
     # (draw, chain, ...) chunks -> (chain, draw, ...)
     stacked = jax.tree.map(lambda *xs: np.swapaxes(np.concatenate(xs, axis=0), 0, 1), *outputs)
     position, info = stacked
+    dropped_grads = None
+    if keep_mask is not None:  # only the draws the collection policy keeps
+        position, info = jax.tree.map(lambda x: x[:, keep_mask], (position, info))
+        dropped_grads = sample_grads - np.sum(np.asarray(info.num_grad_evals, np.int64), axis=1)
     samples = _constrain(target, position)
 
     num_divergent = int(np.sum(info.is_divergent))
@@ -477,6 +478,7 @@ def sample(
         warmup_grad_evals=warm_grads,
         timing=timing,
         num_compilations=num_compiled,
+        dropped_grad_evals=dropped_grads,
     )
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import arviz as az
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import sgmcmc
-from sgmcmc.adaptation.window import window_schedule
+from sgmcmc.adaptation.window import final_buffer_length, window_schedule
 
 SD_20D = np.linspace(0.5, 1.5, 20)
 
@@ -26,23 +27,25 @@ def test_window_schedule_is_stans():
     assert window_schedule(50) == (0, 0, [])
 
 
-# The final step size comes from a Robbins-Monro recursion over the last 50 warmup
-# steps. Measured over seeds 0-5 on this target (1000 + 1000, 4 chains): NUTS 0.791-0.811
-# (a smooth statistic averaged over the trajectory), HMC 0.797-0.852, MALA 0.501-0.631
-# (one noisy Metropolis probability per step). The NUTS tolerance has a wide margin;
-# the HMC and MALA ones do not (MALA's spread, sd ~0.05, can exceed 0.08 by chance):
-# 50 steps are too few for their noisier statistic, an open item.
+# The final step size is the tail average of a Robbins-Monro recursion over the last
+# max(50, num_warmup // 4) warmup steps. Measured over seeds 0-5 on this target
+# (1000 + 1000, 4 chains): HMC 0.793-0.805, MALA 0.558-0.593, NUTS 0.78-0.81 (with Stan's
+# 50-step final buffer and the last iterate: HMC 0.797-0.852, MALA 0.501-0.631). The
+# issue's +-0.05 therefore has a margin of at least 2.5 sd of the seed-to-seed spread.
 @pytest.mark.parametrize(
-    "make, target_accept, tol",
+    "make, target_accept, tol, check_metric",
     [
-        (lambda t: sgmcmc.nuts(t, step_size=5.0), 0.8, 0.05),
-        (lambda t: sgmcmc.nuts(t, step_size=1e-3, target_accept=0.65), 0.65, 0.05),
-        (lambda t: sgmcmc.hmc(t, step_size=1e-3, num_integration_steps=8), 0.8, 0.08),
-        (lambda t: sgmcmc.mala(t, step_size=1.0), 0.574, 0.08),
+        (lambda t: sgmcmc.nuts(t, step_size=5.0), 0.8, 0.05, True),
+        (lambda t: sgmcmc.nuts(t, step_size=1e-3, target_accept=0.65), 0.65, 0.05, True),
+        (lambda t: sgmcmc.hmc(t, step_size=1e-3, num_integration_steps=8), 0.8, 0.05, True),
+        # MALA mixes far slower during the last window (under the previous, 100-draw
+        # metric) than afterwards, so the sampling phase's ESS overstates the window's and
+        # the tolerance below would not be derived; the metric code is the same as NUTS's.
+        (lambda t: sgmcmc.mala(t, step_size=1.0), 0.574, 0.05, False),
     ],
     ids=["nuts-big-start", "nuts-0.65", "hmc", "mala"],
 )
-def test_dual_averaging_reaches_target_acceptance(make, target_accept, tol):
+def test_dual_averaging_reaches_target_acceptance(make, target_accept, tol, check_metric):
     result = sgmcmc.sample(
         make(diagonal_20d()), num_samples=1000, num_warmup=1000, num_chains=4, seed=3, progress=False
     )
@@ -50,10 +53,23 @@ def test_dual_averaging_reaches_target_acceptance(make, target_accept, tol):
     assert abs(accept - target_accept) < tol, f"mean acceptance {accept:.3f} vs target {target_accept}"
     # every chain adapted on its own
     assert len(np.unique(np.asarray(result.last_state.step_size))) == 4
-    # the diagonal metric found the variances (Stan's regularisation shrinks by n/(n+5))
-    inv_mass = np.asarray(result.last_state.inverse_mass_matrix)
-    ratio = inv_mass / SD_20D**2
-    assert np.all((ratio > 0.6) & (ratio < 1.5)), ratio
+    if not check_metric:
+        return
+    # The diagonal metric found the variances. Each is a sample variance over the last
+    # slow window of a correlated chain, with relative sd sqrt(2 / ESS_window) (Gaussian
+    # target; the ESS of the squared deviations, which is what a variance averages); the
+    # window's ESS is taken from the sampling phase's ESS per draw of the same chain.
+    # Stan's regularisation (n / (n + 5)) is undone before comparing.
+    _, slow_end, ends = window_schedule(1000, final_buffer=final_buffer_length(1000))
+    window = slow_end - (ends[-2] if len(ends) > 1 else 75)
+    inv_mass = np.asarray(result.last_state.inverse_mass_matrix) * (window + 5) / window
+    draws = np.asarray(result.position)  # (chain, draw, 20)
+    for chain in range(draws.shape[0]):
+        squares = (draws[chain] - draws[chain].mean(axis=0)) ** 2
+        ess = np.array([float(az.ess(squares[None, :, i])) for i in range(draws.shape[2])])
+        rel_sd = np.sqrt(2.0 / (ess * window / draws.shape[1]))
+        z = np.log(inv_mass[chain] / SD_20D**2) / rel_sd
+        assert np.all(np.abs(z) < 4.5), (chain, z.round(2))
 
 
 def test_dense_metric_finds_the_covariance():

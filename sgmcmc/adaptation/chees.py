@@ -26,7 +26,8 @@ runs one jittered HMC transition in every chain, then:
 
 As in :func:`~sgmcmc.adaptation.window_adaptation`, the final buffer refines
 the step size by a Robbins-Monro recursion on the same harmonic mean, so the
-sampling phase meets ``target_accept`` rather than overshooting it.
+sampling phase meets ``target_accept`` rather than overshooting it; the step
+size kept is the average of its iterates over the second half of that phase.
 
 Learning rate: with 4 chains the ChEES gradient is very noisy and, for targets
 whose squared distance oscillates along trajectories (Gaussians), nearly flat
@@ -48,6 +49,7 @@ import optax
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from sgmcmc import noise
 from sgmcmc.adaptation.base import Warmup
 from sgmcmc.adaptation.dual_averaging import (
     KAPPA,
@@ -57,7 +59,7 @@ from sgmcmc.adaptation.dual_averaging import (
     robbins_monro_update,
 )
 from sgmcmc.adaptation.mass_matrix import WelfordState, inverse_mass_matrix_estimate, welford_init
-from sgmcmc.adaptation.window import MAX_WINDOWS, window_schedule
+from sgmcmc.adaptation.window import MAX_WINDOWS, final_buffer_length, window_schedule
 
 __all__ = ["chees_adaptation", "ChEESAdaptationState"]
 
@@ -75,6 +77,9 @@ class ChEESAdaptationState(NamedTuple):
     num_warmup: jax.Array
     final_log_step_size: jax.Array
     final_count: jax.Array
+    tail_sum: jax.Array  # sum of the final phase's iterates in its second half
+    tail_count: jax.Array
+    search_pending: jax.Array
 
 
 def _pooled_update(state: WelfordState, xs: jax.Array) -> WelfordState:
@@ -99,10 +104,6 @@ def chees_adaptation(
     """The ChEES warmup for a transition ``(key, state) -> (state, info, proposal)``."""
     optimizer = optax.adam(1.0, b1=0.0, b2=0.95)
 
-    def shared_step_size(keys, states):
-        sizes = jax.vmap(find_step_size)(keys, states)
-        return jnp.exp(jnp.mean(jnp.log(sizes)))
-
     def broadcast(states, step_size, length):
         n = states.step_size.shape[0]
         return states._replace(
@@ -110,16 +111,22 @@ def chees_adaptation(
             trajectory_length=jnp.full((n,), length, states.trajectory_length.dtype),
         )
 
-    def init(key, states, num_warmup: int) -> ChEESAdaptationState:
-        slow_start, slow_end, ends = window_schedule(int(num_warmup))
+    def final_start(adapt):
+        return jnp.where(adapt.slow_end > 0, adapt.slow_end, adapt.num_warmup // 2)
+
+    def tail_start(adapt):
+        start = final_start(adapt)
+        return start + (adapt.num_warmup - start) // 2
+
+    def init(states, num_warmup: int) -> tuple:
+        slow_start, slow_end, ends = window_schedule(int(num_warmup), final_buffer=final_buffer_length(num_warmup))
         padded = np.full(MAX_WINDOWS, -1, np.int32)
         padded[: len(ends)] = ends
-        num_chains = states.step_size.shape[0]
-        step_size = shared_step_size(jax.random.split(key, num_chains), states)
+        step_size = jnp.exp(jnp.mean(jnp.log(states.step_size)))
         log_length = jnp.log(jnp.maximum(states.trajectory_length[0], step_size))
         dim = jax.vmap(lambda p: ravel_pytree(p)[0])(states.position).shape[1]
         dtype = states.step_size.dtype
-        return ChEESAdaptationState(
+        adapt = ChEESAdaptationState(
             dual_averaging=dual_averaging_init(step_size),
             log_length=log_length,
             log_length_avg=log_length,
@@ -132,16 +139,44 @@ def chees_adaptation(
             num_warmup=jnp.int32(num_warmup),
             final_log_step_size=jnp.log(step_size),
             final_count=jnp.zeros((), dtype),
+            tail_sum=jnp.zeros((), dtype),
+            tail_count=jnp.zeros((), dtype),
+            search_pending=jnp.bool_(True),
         )
+        return broadcast(states, step_size, jnp.exp(log_length)), adapt
 
-    def step(keys, states, adapt: ChEESAdaptationState, t):
-        starts = jax.vmap(lambda p: ravel_pytree(p)[0])(states.position)
-        final_start = jnp.where(adapt.slow_end > 0, adapt.slow_end, adapt.num_warmup // 2)
-        in_final = t >= final_start
-        step_size = jnp.exp(jnp.where(in_final, adapt.final_log_step_size, adapt.dual_averaging.log_step_size))
-        length = jnp.exp(adapt.log_length)
-        states = broadcast(states, step_size, length)
-        states, info, proposal = jax.vmap(transition)(keys, states)
+    def prepare(keys, states, adapt: ChEESAdaptationState, t):
+        def search(args):
+            states, adapt = args
+            search_keys = jax.vmap(noise.fold_in, in_axes=(0, None))(keys, 0x5EA5C4)
+            sizes = jax.vmap(find_step_size)(search_keys, states)
+            step_size = jnp.exp(jnp.mean(jnp.log(sizes)))  # one step size shared by all chains
+            first = t == 0
+            in_final = t >= final_start(adapt)
+            log_length = jnp.where(first, jnp.maximum(adapt.log_length, jnp.log(step_size)), adapt.log_length)
+            adapt = adapt._replace(
+                dual_averaging=dual_averaging_init(step_size),
+                log_length=log_length,
+                log_length_avg=log_length,
+                length_count=jnp.zeros_like(adapt.length_count),
+                optimizer=jax.tree.map(
+                    lambda new, old: jnp.where(first, new, old), optimizer.init(log_length), adapt.optimizer
+                ),
+                final_log_step_size=jnp.where(first | in_final, jnp.log(step_size), adapt.final_log_step_size),
+                final_count=jnp.where(in_final, 0.0, adapt.final_count).astype(adapt.final_count.dtype),
+                tail_sum=jnp.where(in_final, 0.0, adapt.tail_sum).astype(adapt.tail_sum.dtype),
+                tail_count=jnp.where(in_final, 0.0, adapt.tail_count).astype(adapt.tail_count.dtype),
+                search_pending=jnp.bool_(False),
+            )
+            return broadcast(states, step_size, jnp.exp(log_length)), adapt
+
+        return lax.cond(adapt.search_pending, search, lambda a: a, (states, adapt))
+
+    def update(keys, old_states, states, info, proposal, adapt: ChEESAdaptationState, t):
+        del keys
+        starts = jax.vmap(lambda p: ravel_pytree(p)[0])(old_states.position)
+        in_final = t >= final_start(adapt)
+        step_size = old_states.step_size[0]
         dtype = starts.dtype
 
         # Step size: harmonic mean of the acceptance probabilities across chains.
@@ -155,7 +190,7 @@ def chees_adaptation(
         final_count = jnp.where(in_final, final_count, adapt.final_count)
 
         # Trajectory length: ChEES gradient in whitened coordinates.
-        scale = jnp.sqrt(states.inverse_mass_matrix)  # (chains, D), equal across chains
+        scale = jnp.sqrt(old_states.inverse_mass_matrix)  # (chains, D), equal across chains
         ends = proposal.position / scale
         begins = starts / scale
         velocity = proposal.momentum * scale  # whitened velocity M^{-1/2} p
@@ -187,38 +222,38 @@ def chees_adaptation(
         flat = jax.vmap(lambda p: ravel_pytree(p)[0])(states.position)
         welford = lax.cond(in_slow, lambda w: _pooled_update(w, flat), lambda w: w, adapt.welford)
 
+        def end_window(args):
+            states, welford = args
+            inv_mass = inverse_mass_matrix_estimate(welford).astype(states.inverse_mass_matrix.dtype)
+            states = states._replace(inverse_mass_matrix=jnp.broadcast_to(inv_mass, states.inverse_mass_matrix.shape))
+            return states, welford_init(inv_mass.shape[0], inv_mass.dtype, dense=False)
+
+        is_end = jnp.any(adapt.window_ends == t + 1)
+        states, welford = lax.cond(is_end, end_window, lambda a: a, (states, welford))
+        # Entering the final phase: refine from dual averaging's average iterate
+        # (when a window ends there too, the search before the next step overrides it).
+        final_log = jnp.where(t + 1 == final_start(adapt), da.log_step_size_avg, final_log)
+        in_tail = t >= tail_start(adapt)
         adapt = adapt._replace(
+            tail_sum=jnp.where(in_tail, adapt.tail_sum + final_log, adapt.tail_sum),
+            tail_count=jnp.where(in_tail, adapt.tail_count + 1.0, adapt.tail_count),
             dual_averaging=da,
             log_length=log_length,
             log_length_avg=log_length_avg,
             length_count=length_count,
             optimizer=opt_state,
             welford=welford,
+            final_log_step_size=final_log,
+            final_count=final_count,
+            search_pending=is_end,
         )
-
-        def end_window(args):
-            states, adapt = args
-            inv_mass = inverse_mass_matrix_estimate(adapt.welford).astype(states.inverse_mass_matrix.dtype)
-            states = states._replace(inverse_mass_matrix=jnp.broadcast_to(inv_mass, states.inverse_mass_matrix.shape))
-            search_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 0x5EA5C4)
-            new_step = shared_step_size(search_keys, states)
-            adapt = adapt._replace(
-                dual_averaging=dual_averaging_init(new_step),
-                log_length_avg=adapt.log_length,
-                length_count=jnp.zeros_like(adapt.length_count),
-                welford=welford_init(inv_mass.shape[0], inv_mass.dtype, dense=False),
-            )
-            return states, adapt
-
-        is_end = jnp.any(adapt.window_ends == t + 1)
-        states, adapt = lax.cond(is_end, end_window, lambda a: a, (states, adapt))
-        final_log = jnp.where(t + 1 == final_start, adapt.dual_averaging.log_step_size_avg, final_log)
-        adapt = adapt._replace(final_log_step_size=final_log, final_count=final_count)
-        return states, adapt, info
+        next_log = jnp.where(t + 1 >= final_start(adapt), final_log, da.log_step_size)
+        return broadcast(states, jnp.exp(next_log), jnp.exp(log_length)), adapt
 
     def finalize(states, adapt: ChEESAdaptationState):
-        step_size = jnp.exp(adapt.final_log_step_size)
+        averaged = adapt.tail_sum / jnp.maximum(adapt.tail_count, 1.0)
+        step_size = jnp.exp(jnp.where(adapt.tail_count > 0, averaged, adapt.final_log_step_size))
         length = jnp.exp(adapt.log_length_avg)
         return broadcast(states, step_size, length)
 
-    return Warmup(init, step, finalize, "chees_adaptation")
+    return Warmup(transition, init, prepare, update, finalize, "chees_adaptation")

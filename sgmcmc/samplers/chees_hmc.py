@@ -77,18 +77,17 @@ def chees_transition(
     key: jax.Array, state: ChEESState, target: Target, divergence_threshold: float, max_num_steps: int
 ) -> tuple[ChEESState, HMCInfo, Proposal]:
     """One jittered HMC transition; also returns the unadjusted proposal."""
-    key_momentum, key_accept = jax.random.split(key)
     flat, flat_grad, unravel, metric, logdensity_and_grad = flat_view(state, target)
     eps = state.step_size
     jitter = halton(state.count).astype(flat.dtype)
     num_steps = jnp.clip(jnp.ceil(jitter * state.trajectory_length / eps), 1, max_num_steps).astype(jnp.int32)
 
-    momentum = metric.sample_momentum(key_momentum, flat)
+    momentum = metric.sample_momentum(key, flat)
     start = IntegratorState(flat, momentum, state.logdensity, flat_grad)
     end = integrate(start, eps, num_steps, logdensity_and_grad, metric)
     energy_start = -start.logdensity + metric.kinetic_energy(start.momentum)
     energy_end = -end.logdensity + metric.kinetic_energy(end.momentum)
-    decision = metropolis_hastings(key_accept, energy_start - energy_end, divergence_threshold)
+    decision = metropolis_hastings(key, energy_start - energy_end, divergence_threshold)
     accept = decision.is_accepted
     new_state = state._replace(
         position=jax.tree.map(lambda a, b: jnp.where(accept, a, b), unravel(end.position), state.position),
@@ -201,4 +200,3 @@ def _build(target: Target, settings: tuple) -> Sampler:
         learning_rate=learning_rate,
     )
     return Sampler(init, step, target, rebuild, "chees_hmc", True, warmup)
-

@@ -116,18 +116,21 @@ def hamiltonian_transition(
     num_integration_steps: int,
     divergence_threshold: float,
 ) -> tuple[HMCState, HMCInfo]:
-    """One Metropolis-adjusted leapfrog trajectory of ``num_integration_steps`` steps."""
-    key_momentum, key_accept = jax.random.split(key)
+    """One Metropolis-adjusted leapfrog trajectory of ``num_integration_steps`` steps.
+
+    The momentum (``noise.normal``) and the Metropolis uniform
+    (``noise.uniform``) are independent streams of ``key``: no split needed.
+    """
     flat, flat_grad, unravel, metric, logdensity_and_grad = flat_view(state, target)
     eps = current_step_size(step_size, state.step_size, state.count)
 
-    momentum = metric.sample_momentum(key_momentum, flat)
+    momentum = metric.sample_momentum(key, flat)
     start = IntegratorState(flat, momentum, state.logdensity, flat_grad)
     end = integrate(start, eps, num_integration_steps, logdensity_and_grad, metric)
 
     energy_start = -start.logdensity + metric.kinetic_energy(start.momentum)
     energy_end = -end.logdensity + metric.kinetic_energy(end.momentum)
-    decision = metropolis_hastings(key_accept, energy_start - energy_end, divergence_threshold)
+    decision = metropolis_hastings(key, energy_start - energy_end, divergence_threshold)
     accept = decision.is_accepted
 
     new_position = jax.tree.map(lambda a, b: jnp.where(accept, a, b), unravel(end.position), state.position)

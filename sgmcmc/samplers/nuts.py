@@ -70,15 +70,12 @@ def nuts_transition(
     divergence_threshold: float,
 ) -> tuple[HMCState, NUTSInfo]:
     """One NUTS transition from ``state``."""
-    key_momentum, key_tree = jax.random.split(key)
     flat, flat_grad, unravel, metric, logdensity_and_grad = flat_view(state, target)
     eps = current_step_size(step_size, state.step_size, state.count)
 
-    momentum = metric.sample_momentum(key_momentum, flat)
+    momentum = metric.sample_momentum(key, flat)
     start = IntegratorState(flat, momentum, state.logdensity, flat_grad)
-    result = build_trajectory(
-        key_tree, start, eps, logdensity_and_grad, metric, max_tree_depth, divergence_threshold
-    )
+    result = build_trajectory(key, start, eps, logdensity_and_grad, metric, max_tree_depth, divergence_threshold)
     new_state = state._replace(
         position=unravel(result.position),
         logdensity=result.logdensity,
@@ -159,4 +156,3 @@ def _build(target: Target, settings: tuple) -> Sampler:
 
     warmup = windowed_warmup(step, target, step_size, (target_accept, metric))
     return Sampler(init, step, target, rebuild, "nuts", True, warmup)
-

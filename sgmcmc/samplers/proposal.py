@@ -14,6 +14,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sgmcmc import noise
+
 __all__ = ["MHDecision", "metropolis_hastings"]
 
 
@@ -23,12 +25,20 @@ class MHDecision(NamedTuple):
     is_divergent: jax.Array
 
 
+#: Sub-stream of :func:`sgmcmc.noise.uniform` that the test's uniform comes from.
+ACCEPT_STREAM = 0x4D48
+
+
 def metropolis_hastings(key: jax.Array, log_ratio: jax.Array, divergence_threshold: float = 1000.0) -> MHDecision:
-    """Accept with probability ``min(1, exp(log_ratio))``; flag divergences."""
+    """Accept with probability ``min(1, exp(log_ratio))``; flag divergences.
+
+    The uniform is ``noise.uniform(key, stream=ACCEPT_STREAM)``, independent of
+    the momentum a kernel draws from the same key with :func:`sgmcmc.noise.normal`.
+    """
     finite = jnp.isfinite(log_ratio)
     is_divergent = ~finite | (-log_ratio > divergence_threshold)
     safe = jnp.where(finite, log_ratio, -jnp.inf)
     acceptance_rate = jnp.minimum(1.0, jnp.exp(safe))
-    log_u = jnp.log(jax.random.uniform(key, dtype=acceptance_rate.dtype))
+    log_u = jnp.log(noise.uniform(key, (), acceptance_rate.dtype, stream=ACCEPT_STREAM))
     is_accepted = finite & (log_u < safe)
     return MHDecision(is_accepted, acceptance_rate, is_divergent)

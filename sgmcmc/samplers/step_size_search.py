@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from sgmcmc import noise
 from sgmcmc.samplers.integrators import IntegratorState, leapfrog
 from sgmcmc.samplers.phase_space import flat_view
 from sgmcmc.target import Target
@@ -38,20 +39,21 @@ def find_reasonable_step_size(key: jax.Array, state, target: Target) -> jax.Arra
         delta = h0 - h1
         return jnp.where(jnp.isfinite(delta), delta, -jnp.inf)
 
-    step_size = jnp.asarray(state.step_size, dtype)
-    direction = jnp.where(delta_energy(step_size, jax.random.fold_in(key, 0)) > _LOG_THRESHOLD, 1.0, -1.0)
-
+    # Try 0 tests the starting step size and fixes the direction; later tries
+    # double or halve. One loop, so the leapfrog step is compiled once.
     def cond(carry):
-        i, _, keep_going = carry
-        return keep_going & (i < _MAX_TRIES)
+        i, _, _, keep_going = carry
+        return keep_going & (i <= _MAX_TRIES)
 
     def body(carry):
-        i, eps, _ = carry
-        new = eps * jnp.where(direction > 0, 2.0, 0.5).astype(dtype)
-        delta = delta_energy(new, jax.random.fold_in(key, i + 1))
+        i, eps, direction, _ = carry
+        new = jnp.where(i == 0, eps, eps * jnp.where(direction > 0, 2.0, 0.5).astype(dtype))
+        delta = delta_energy(new, noise.fold_in(key, i))
+        direction = jnp.where(i == 0, jnp.where(delta > _LOG_THRESHOLD, 1.0, -1.0).astype(dtype), direction)
         keep_going = jnp.where(direction > 0, delta > _LOG_THRESHOLD, delta < _LOG_THRESHOLD)
-        return i + 1, new, keep_going
+        return i + 1, new, direction, keep_going
 
-    _, step_size, _ = lax.while_loop(cond, body, (jnp.int32(0), step_size, jnp.bool_(True)))
+    init = (jnp.int32(0), jnp.asarray(state.step_size, dtype), jnp.ones((), dtype), jnp.bool_(True))
+    _, step_size, _, _ = lax.while_loop(cond, body, init)
     tiny = jnp.finfo(dtype).tiny
     return jnp.clip(step_size, 1e3 * tiny, 1e7).astype(dtype)

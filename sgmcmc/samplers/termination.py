@@ -116,9 +116,7 @@ def checkpoint_step(
     rho = sum_before - ckpt.begin_sum[start_row] + momentum
     ok = (jnp.dot(b_velocity, rho) > 0) & (jnp.dot(velocity, rho) > 0)
     half_level = jnp.minimum(tz_leaf + 1, top)
-    first_half_ok = jnp.where(
-        leaf > 0, ckpt.first_half_ok.at[half_level].set(ok), ckpt.first_half_ok
-    )
+    first_half_ok = jnp.where(leaf > 0, ckpt.first_half_ok.at[half_level].set(ok), ckpt.first_half_ok)
 
     # This leaf begins blocks at levels 0..tz(n): one begin row, tz(n).
     begin_velocity = ckpt.begin_velocity.at[tz_leaf].set(velocity)

@@ -36,6 +36,11 @@ from sgmcmc.samplers.termination import Checkpoints, checkpoint_step, init_check
 
 __all__ = ["TrajectoryResult", "build_trajectory"]
 
+# Sub-streams of ``noise.uniform`` for the doubling directions and the merge tests
+# (the per-leaf uniforms come from ``noise.uniform_at``, a stream of its own).
+DIRECTION_STREAM = 0x4E31
+MERGE_STREAM = 0x4E32
+
 
 class TrajectoryResult(NamedTuple):
     position: jax.Array
@@ -97,9 +102,9 @@ def build_trajectory(
 ) -> TrajectoryResult:
     """Run one NUTS transition's trajectory from ``start`` (momentum already drawn)."""
     dtype = start.position.dtype
-    key_dirs, key_merge, key_leaf = jax.random.split(key, 3)
-    forward = jax.random.bernoulli(key_dirs, 0.5, (max_tree_depth,))
-    log_u_merge = jnp.log(jax.random.uniform(key_merge, (max_tree_depth,), dtype))
+    # Independent streams of the transition's key (the momentum is its normal stream).
+    forward = noise.uniform(key, (max_tree_depth,), stream=DIRECTION_STREAM) < 0.5
+    log_u_merge = jnp.log(noise.uniform(key, (max_tree_depth,), dtype, stream=MERGE_STREAM))
     neg_inf = jnp.asarray(-jnp.inf, dtype)
     zero = jnp.zeros((), dtype)
 
@@ -155,7 +160,7 @@ def build_trajectory(
             log_weight = jnp.logaddexp(s.log_weight, log_w)
             # The barrier materialises the scalar: otherwise XLA fuses the 20-round hash
             # into every element of the vector selects below and recomputes it there.
-            log_u = lax.optimization_barrier(jnp.log(noise.uniform_at(key_leaf, first_counter + s.leaf, dtype)))
+            log_u = lax.optimization_barrier(jnp.log(noise.uniform_at(key, first_counter + s.leaf, dtype)))
             take = log_u < log_w - log_weight
 
             # Materialise the new leaf before the (levels x D) checkpoint work, which
