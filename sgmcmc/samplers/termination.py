@@ -35,41 +35,50 @@ def is_turning(p_sharp_a: jax.Array, p_sharp_b: jax.Array, rho: jax.Array) -> ja
 
 
 class Checkpoints(NamedTuple):
-    """What the U-turn checks of a sub-tree need, in ``levels`` rows each.
+    """What the U-turn checks of a sub-tree need, for ``levels`` tree levels.
 
     Every leaf ``m`` (0-based in the sub-tree) is described by its velocity
     ``v_m = M^{-1} p_m``, the sub-tree's momentum sum *before* it ``S_{m-1}``
     and their dot product. A leaf that starts a balanced block is stored in
-    the ``begin_*`` rows at row ``tz(m)`` (trailing zeros of ``m``, the top
-    row for ``m = 0``); a leaf that ends one in the ``end_*`` rows at row
-    ``tz(m + 1)``. With this layout the first leaf of the level-``k`` block
-    being closed sits in begin row ``tz(a)`` and the end of its first half in
-    end row ``k - 1``, and nothing a later check needs is overwritten; each
-    leaf writes two rows and reads the rest through four matrix-vector
-    products, so a leaf costs ``O(levels * D)`` multiply-adds in a few fused
-    kernels and ``O(D)`` memory writes. The cross-half check of the first
-    half with the second's first leaf only involves quantities known when the
-    second half starts, so it is done then and kept in ``first_half_ok``.
+    begin row ``tz(m)`` (trailing zeros of ``m``, the top row for ``m = 0``);
+    a leaf that ends one in end row ``levels + tz(m + 1)``: the first
+    ``levels`` rows of each array are the begin rows, the last ``levels`` the
+    end rows. With this layout the first leaf of the level-``k`` block being
+    closed sits in begin row ``tz(a)`` and the end of its first half in end
+    row ``levels + k - 1``, and nothing a check needs is overwritten by the
+    leaf being checked (its own rows are never among those it reads). So a
+    leaf writes its two rows first and then reads everything through two
+    matrix-vector products over all rows, with no copies of the buffers:
+    ``O(levels * D)`` multiply-adds in a few fused kernels and ``O(D)``
+    memory writes. The cross-half check of the first half with the second's
+    first leaf only involves quantities known when the second half starts,
+    so it is done then and kept in ``first_half_ok``. Every row a check
+    reads was written by a leaf of the same sub-tree, so one set of buffers
+    serves all the sub-trees of a trajectory without being cleared (rows
+    left from an earlier sub-tree only feed checks that are masked out).
     """
 
-    begin_velocity: jax.Array
-    begin_sum: jax.Array
-    begin_dot: jax.Array
-    end_velocity: jax.Array
-    end_sum: jax.Array
-    end_dot: jax.Array
-    first_half_ok: jax.Array
+    velocity: jax.Array  # (2 levels, D)
+    sum_before: jax.Array  # (2 levels, D)
+    dot: jax.Array  # (2 levels,): velocity . sum_before of the row
+    first_half_ok: jax.Array  # (levels,)
 
 
 def init_checkpoints(num_levels: int, like: jax.Array) -> Checkpoints:
-    zeros = jnp.zeros((num_levels, like.shape[-1]), like.dtype)
-    scalars = jnp.zeros((num_levels,), like.dtype)
-    return Checkpoints(zeros, zeros, scalars, zeros, zeros, scalars, jnp.ones((num_levels,), bool))
+    zeros = jnp.zeros((2 * num_levels, like.shape[-1]), like.dtype)
+    scalars = jnp.zeros((2 * num_levels,), like.dtype)
+    return Checkpoints(zeros, zeros, scalars, jnp.ones((num_levels,), bool))
 
 
 def _trailing_zeros(x: jax.Array, cap: int) -> jax.Array:
     """Trailing zero bits of the int32 ``x`` (``x = 0`` gives ``cap``), at most ``cap``."""
     return jnp.minimum(lax.population_count((x & -x) - 1), cap).astype(jnp.int32)
+
+
+def _set_row(rows: jax.Array, index: jax.Array, value: jax.Array) -> jax.Array:
+    """``rows[index] = value`` as an in-place dynamic-update-slice (``index`` in range)."""
+    starts = (index,) + (jnp.int32(0),) * (rows.ndim - 1)
+    return lax.dynamic_update_slice(rows, value.reshape((1, *rows.shape[1:])).astype(rows.dtype), starts)
 
 
 def checkpoint_step(
@@ -79,6 +88,7 @@ def checkpoint_step(
     momentum: jax.Array,
     velocity: jax.Array,
     sum_before: jax.Array,
+    velocity_dot_momentum: jax.Array | None = None,
 ) -> tuple[Checkpoints, jax.Array]:
     """Record leaf ``leaf`` of a sub-tree of depth ``depth`` and check the blocks it completes.
 
@@ -95,56 +105,49 @@ def checkpoint_step(
         depth: the sub-tree has ``2**depth`` leaves.
         momentum, velocity: ``p`` and ``M^{-1} p`` at the new leaf.
         sum_before: the sub-tree's momentum sum before this leaf.
+        velocity_dot_momentum: ``v . p`` if the caller has it (twice the
+            kinetic energy), else computed here.
 
     Returns:
         ``(checkpoints, turned)``: ``turned`` is True if a balanced block of
         at least two leaves ending at this leaf (the whole sub-tree included)
         fails one of the three checks.
     """
-    num_levels = ckpt.begin_velocity.shape[0]
+    num_levels = ckpt.first_half_ok.shape[0]
     top = num_levels - 1
     summed = sum_before + momentum
-    v_dot_sum = jnp.dot(velocity, summed)
     v_dot_before = jnp.dot(velocity, sum_before)
+    if velocity_dot_momentum is None:
+        velocity_dot_momentum = jnp.dot(velocity, momentum)
+    v_dot_sum = v_dot_before + velocity_dot_momentum
+
+    # This leaf begins blocks at levels 0..tz(n) (begin row tz(n)) and ends blocks at
+    # levels 0..tz(n+1) (end row levels + tz(n+1)); write both rows first.
+    tz_leaf = _trailing_zeros(leaf, top)
+    end_row = num_levels + _trailing_zeros(leaf + 1, top)
+    velocities = _set_row(_set_row(ckpt.velocity, tz_leaf, velocity), end_row, velocity)
+    sums = _set_row(_set_row(ckpt.sum_before, tz_leaf, sum_before), end_row, sum_before)
+    dots = _set_row(_set_row(ckpt.dot, tz_leaf, v_dot_before), end_row, v_dot_before)
+    # Row r: v_r . S_n - v_r . S_{r-1} (the row's end velocity against the block's rho)
+    # and v_n . S_n - v_n . S_{r-1} (this leaf's velocity against it).
+    row_ok = (velocities @ summed - dots > 0) & (v_dot_sum - sums @ velocity > 0)
 
     # A leaf n > 0 starts the second half of the level tz(n)+1 block that began at
-    # a = n - 2^tz(n): check that block's first half plus this leaf now.
-    tz_leaf = _trailing_zeros(leaf, top)
-    start = leaf - jnp.left_shift(jnp.int32(1), tz_leaf)
-    start_row = _trailing_zeros(start, top)
-    b_velocity = ckpt.begin_velocity[start_row]
-    rho = sum_before - ckpt.begin_sum[start_row] + momentum
-    ok = (jnp.dot(b_velocity, rho) > 0) & (jnp.dot(velocity, rho) > 0)
+    # a = n - 2^tz(n): check that block's first half plus this leaf now. Its begin row
+    # tz(a) > tz(n) is not this leaf's.
+    start_row = _trailing_zeros(leaf - jnp.left_shift(jnp.int32(1), tz_leaf), top)
     half_level = jnp.minimum(tz_leaf + 1, top)
-    first_half_ok = jnp.where(leaf > 0, ckpt.first_half_ok.at[half_level].set(ok), ckpt.first_half_ok)
+    ok = jnp.where(leaf > 0, row_ok[start_row], ckpt.first_half_ok[half_level])
+    first_half_ok = _set_row(ckpt.first_half_ok, half_level, ok)
 
-    # This leaf begins blocks at levels 0..tz(n): one begin row, tz(n).
-    begin_velocity = ckpt.begin_velocity.at[tz_leaf].set(velocity)
-    begin_sum = ckpt.begin_sum.at[tz_leaf].set(sum_before)
-    begin_dot = ckpt.begin_dot.at[tz_leaf].set(v_dot_before)
-
-    # Blocks of levels k = 1..tz(n+1) end here (at most the sub-tree's depth).
+    # Blocks of levels k = 1..tz(n+1) end here (at most the sub-tree's depth): the
+    # whole block from begin row tz(n + 1 - 2^k), the first half's last leaf plus the
+    # second half from end row levels + k - 1.
     levels = jnp.arange(1, num_levels, dtype=jnp.int32)
-    block_start = leaf + 1 - jnp.left_shift(jnp.int32(1), levels)
-    rows = _trailing_zeros(block_start, top)
-    bv_dot_sum = (begin_velocity @ summed)[rows]
-    v_dot_bsum = (begin_sum @ velocity)[rows]
-    whole_ok = (bv_dot_sum - begin_dot[rows] > 0) & (v_dot_sum - v_dot_bsum > 0)
-    ev_dot_sum = (ckpt.end_velocity @ summed)[:-1]
-    v_dot_esum = (ckpt.end_sum @ velocity)[:-1]
-    second_ok = (ev_dot_sum - ckpt.end_dot[:-1] > 0) & (v_dot_sum - v_dot_esum > 0)
+    begin_rows = _trailing_zeros(leaf + 1 - jnp.left_shift(jnp.int32(1), levels), top)
+    whole_ok = row_ok[begin_rows]
+    second_ok = row_ok[num_levels : 2 * num_levels - 1]
     num_checks = jnp.minimum(_trailing_zeros(leaf + 1, top), depth)
     checked = levels <= num_checks
     turned = jnp.any(checked & ~(whole_ok & first_half_ok[1:] & second_ok))
-
-    end_row = _trailing_zeros(leaf + 1, top)
-    new = Checkpoints(
-        begin_velocity,
-        begin_sum,
-        begin_dot,
-        ckpt.end_velocity.at[end_row].set(velocity),
-        ckpt.end_sum.at[end_row].set(sum_before),
-        ckpt.end_dot.at[end_row].set(v_dot_before),
-        first_half_ok,
-    )
-    return new, turned
+    return Checkpoints(velocities, sums, dots, first_half_ok), turned

@@ -82,6 +82,7 @@ class _Trajectory(NamedTuple):
     prop_energy: jax.Array
     log_weight: jax.Array
     momentum_sum: jax.Array
+    checkpoints: Checkpoints  # reused by every sub-tree (rows are written before read)
     depth: jax.Array  # doublings done (merged or not)
     tree_depth: jax.Array  # sub-trees merged
     num_steps: jax.Array
@@ -130,7 +131,7 @@ def build_trajectory(
             momentum_sum=jnp.zeros_like(end[0]),
             first_momentum=end[1],
             first_velocity=end[3],
-            checkpoints=init_checkpoints(max_tree_depth, end[0]),
+            checkpoints=traj.checkpoints,
             prop_logdensity=zero,
             prop_energy=zero,
             log_weight=neg_inf,
@@ -149,7 +150,8 @@ def build_trajectory(
             logdensity, grad = logdensity_and_grad(position)
             momentum = momentum + 0.5 * eps * grad
             velocity = metric.velocity(momentum)
-            energy = -logdensity + 0.5 * jnp.dot(momentum, velocity)
+            v_dot_p = jnp.dot(momentum, velocity)
+            energy = -logdensity + 0.5 * v_dot_p
             delta = energy - energy0
             finite = jnp.isfinite(delta)
             diverged = ~finite | (delta > divergence_threshold)
@@ -166,7 +168,9 @@ def build_trajectory(
             # Materialise the new leaf before the (levels x D) checkpoint work, which
             # would otherwise recompute the leapfrog arithmetic for every level.
             momentum, velocity = lax.optimization_barrier((momentum, velocity))
-            checkpoints, turned = checkpoint_step(s.checkpoints, s.leaf, depth, momentum, velocity, s.momentum_sum)
+            checkpoints, turned = checkpoint_step(
+                s.checkpoints, s.leaf, depth, momentum, velocity, s.momentum_sum, v_dot_p
+            )
             return _Subtree(
                 position=position,
                 momentum=momentum,
@@ -224,6 +228,7 @@ def build_trajectory(
             prop_energy=jnp.where(take, sub.prop_energy, traj.prop_energy),
             log_weight=log_weight,
             momentum_sum=jnp.where(valid, momentum_sum, traj.momentum_sum),
+            checkpoints=sub.checkpoints,
             depth=depth + 1,
             tree_depth=traj.tree_depth + valid.astype(jnp.int32),
             num_steps=traj.num_steps + sub.leaf,
@@ -242,6 +247,7 @@ def build_trajectory(
         prop_energy=energy0,
         log_weight=zero,
         momentum_sum=start.momentum,
+        checkpoints=init_checkpoints(max_tree_depth, start.position),
         depth=jnp.zeros((), jnp.int32),
         tree_depth=jnp.zeros((), jnp.int32),
         num_steps=jnp.zeros((), jnp.int32),
