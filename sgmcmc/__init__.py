@@ -8,10 +8,23 @@ One interface for every sampler::
     idata = result.to_arviz()
 """
 
-from sgmcmc import adaptation, gradients, noise
+from sgmcmc import adaptation, convert, gradients, noise, schedules
 from sgmcmc.result import SampleResult
 from sgmcmc.run import sample
-from sgmcmc.samplers import REGISTRY, Sampler, chees_hmc, hmc, mala, nuts, sgld
+from sgmcmc.samplers import (
+    REGISTRY,
+    Sampler,
+    baoab,
+    chees_hmc,
+    hmc,
+    mala,
+    nuts,
+    psgld,
+    sghmc,
+    sgld,
+    sgld_cv,
+    sgnht,
+)
 from sgmcmc.target import Target
 
 __version__ = "0.1.0"
@@ -22,6 +35,11 @@ __all__ = [
     "SampleResult",
     "sample",
     "sgld",
+    "psgld",
+    "sghmc",
+    "sgnht",
+    "baoab",
+    "sgld_cv",
     "mala",
     "hmc",
     "nuts",
@@ -30,5 +48,7 @@ __all__ = [
     "REGISTRY",
     "gradients",
     "noise",
+    "schedules",
+    "convert",
     "__version__",
 ]

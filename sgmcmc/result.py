@@ -37,6 +37,9 @@ class SampleResult:
         timing: seconds spent compiling, in warmup and in sampling.
         num_compilations: programs compiled by this call (0 when every
             program came from the cache of an earlier call).
+        dropped_grad_evals: gradient evaluations per chain of the sampling
+            steps whose draws the collection policy (``keep``) dropped, or
+            ``None`` without a policy.
     """
 
     samples: PyTree
@@ -52,6 +55,7 @@ class SampleResult:
     warmup_grad_evals: np.ndarray
     timing: dict
     num_compilations: int
+    dropped_grad_evals: np.ndarray | None = None
 
     @property
     def num_chains(self) -> int:
@@ -68,8 +72,9 @@ class SampleResult:
 
     @property
     def num_grad_evals(self) -> np.ndarray:
-        """Gradient evaluations per chain, warmup included."""
-        return np.sum(np.asarray(self.info.num_grad_evals), axis=1) + self.warmup_grad_evals
+        """Gradient evaluations per chain, warmup (and draws dropped by ``keep``) included."""
+        total = np.sum(np.asarray(self.info.num_grad_evals), axis=1) + self.warmup_grad_evals
+        return total if self.dropped_grad_evals is None else total + self.dropped_grad_evals
 
     def to_arviz(self, *, log_likelihood: bool = True, observed_data: bool = True):
         """ArviZ InferenceData (see :func:`sgmcmc.diagnostics.to_arviz`)."""

@@ -18,6 +18,11 @@ CONTRACT_KWARGS = {
     "hmc": {"step_size": 0.05, "num_integration_steps": 5},
     "nuts": {"step_size": 0.05},
     "chees_hmc": {"step_size": 0.05, "trajectory_length": 0.3},
+    "psgld": {"step_size": 1e-3, "batch_size": 16},
+    "sghmc": {"step_size": 1e-4, "friction": 0.1, "batch_size": 16},
+    "sgnht": {"step_size": 1e-4, "diffusion": 0.1, "batch_size": 16},
+    "baoab": {"step_size": 1e-2, "friction": 1.0, "batch_size": 16},
+    "sgld_cv": {"step_size": 1e-3, "batch_size": 16},
 }
 
 

@@ -22,7 +22,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import mean_z, var_z
+from conftest import (
+    assert_stationary_variance,
+    linear_regression_posterior,
+    mean_z,
+    minibatch_sgld_covariance,
+    var_z,
+)
 
 import sgmcmc
 
@@ -68,27 +74,68 @@ def test_sgld_temperature_zero_is_gradient_ascent():
     np.testing.assert_allclose(result.samples[0, -1], [3.0, 3.0], atol=1e-3)
 
 
-def test_sgld_minibatch_linear_regression_close_to_posterior(linear_regression_target):
-    """Minibatch SGLD lands near the exact Gaussian posterior of a linear regression.
+def test_sgld_minibatch_linear_regression_matches_closed_form(linear_regression_target):
+    """Minibatch SGLD on a linear regression with a known Gaussian posterior.
 
-    SGLD is approximate: its posterior mean should match within a few posterior sds,
-    and its variances are inflated by the minibatch noise, not shrunk.
+    Tolerance: the update is linear in theta with a random (minibatch) matrix, so the
+    chain's stationary law is known exactly (``minibatch_sgld_covariance`` in conftest):
+    its mean is the posterior mean (no bias), and its covariance solves a linear system
+    that includes both the discretisation bias and the minibatch noise. The draws must
+    match that within 4 Monte Carlo standard errors (ESS-based), and so be within that
+    known bias plus 4 MCSE of the exact posterior variance.
     """
     target = linear_regression_target
-    x = np.asarray(target.data["x"], np.float64)
-    design = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
-    precision = design.T @ design / 0.25 + np.eye(4)
-    cov = np.linalg.inv(precision)
-    mean = cov @ design.T @ np.asarray(target.data["y"], np.float64) / 0.25
-    sampler = sgmcmc.sgld(target, 2e-3, batch_size=16)
-    result = sgmcmc.sample(sampler, num_samples=4000, num_warmup=1000, num_chains=4, seed=2, progress=False)
-    w = np.asarray(result.samples["w"]).reshape(-1, 3)
-    b = np.asarray(result.samples["bias"]["b"]).reshape(-1, 1)
-    draws = np.concatenate([w, b], axis=1)
-    sd = np.sqrt(np.diag(cov))
-    assert np.all(np.abs(draws.mean(0) - mean) < 0.5 * sd)
-    ratio = draws.std(0) / sd
-    assert np.all(ratio > 0.8) and np.all(ratio < 2.0), ratio
+    eps, batch_size = 2e-3, 16
+    mean, cov = minibatch_sgld_covariance(target, eps, batch_size)
+    _, post_cov = linear_regression_posterior(target)
+    sampler = sgmcmc.sgld(target, eps, batch_size=batch_size)
+    result = sgmcmc.sample(sampler, num_samples=20000, num_warmup=1000, num_chains=4, seed=2, progress=False)
+    draws = np.concatenate(
+        [np.asarray(result.samples["w"]), np.asarray(result.samples["bias"]["b"])[..., None]], axis=-1
+    )
+    for i in range(4):
+        assert abs(mean_z(draws[..., i], mean[i])) < 4, i
+    assert_stationary_variance(draws, np.diag(cov), np.diag(post_cov), label="minibatch SGLD")
+    # The minibatch noise inflates the variance (here by 50-120%): the test can tell.
+    assert np.all(np.diag(cov) > 1.1 * np.diag(post_cov))
+
+
+def test_sgld_temperature_zero_equals_optax_sgd(linear_regression_target):
+    """T = 0: SGLD with step size eps is optax.sgd(eps / 2) on -log pi, same minibatches."""
+    import jax
+    import optax
+
+    from sgmcmc import noise
+
+    target = linear_regression_target
+    eps, batch_size, num_steps = 1e-3, 8, 50
+    sampler = sgmcmc.sgld(target, eps, batch_size=batch_size, temperature=0.0)
+    keys = jax.random.split(jax.random.key(11), num_steps)
+    scale = target.num_data / batch_size
+
+    def loss(params, batch):
+        return -(target.logprior_fn(params) + scale * jnp.sum(target.loglik_fn(params, batch)))
+
+    optimizer = optax.sgd(eps / 2)
+
+    @jax.jit
+    def run(params):
+        def body(carry, key):
+            state, params, opt_state = carry
+            state, _ = sampler.step(key, state)
+            idx = noise.uniform_indices(key, batch_size, target.num_data)
+            batch = jax.tree.map(lambda x: x[idx], target.data)
+            updates, opt_state = optimizer.update(jax.grad(loss)(params, batch), opt_state)
+            params = optax.apply_updates(params, updates)
+            return (state, params, opt_state), (state.position, params)
+
+        init = (sampler.init(params), params, optimizer.init(params))
+        return jax.lax.scan(body, init, keys)[1]
+
+    ours, theirs = run(target.initial_position)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(ours["w"][-1] - ours["w"][0]).max()) > 0.1  # it moved
 
 
 def test_sgld_schedule_step_size():

@@ -3,12 +3,18 @@
 See :mod:`sgmcmc.samplers.base` for the contract.
 """
 
+from sgmcmc.samplers.baoab import BAOABState, baoab
 from sgmcmc.samplers.base import REGISTRY, SHARED_INFO_FIELDS, Sampler, register
 from sgmcmc.samplers.chees_hmc import ChEESState, chees_hmc
 from sgmcmc.samplers.hmc import HMCInfo, HMCState, hmc
 from sgmcmc.samplers.mala import mala
 from sgmcmc.samplers.nuts import NUTSInfo, nuts
+from sgmcmc.samplers.psgld import PSGLDState, psgld
+from sgmcmc.samplers.sg_common import SGInfo
+from sgmcmc.samplers.sghmc import SGHMCState, sghmc
 from sgmcmc.samplers.sgld import SGLDInfo, SGLDState, sgld
+from sgmcmc.samplers.sgld_cv import SGLDCVState, sgld_cv
+from sgmcmc.samplers.sgnht import SGNHTInfo, SGNHTState, sgnht
 
 __all__ = [
     "REGISTRY",
@@ -26,4 +32,16 @@ __all__ = [
     "sgld",
     "SGLDState",
     "SGLDInfo",
+    "SGInfo",
+    "psgld",
+    "PSGLDState",
+    "sghmc",
+    "SGHMCState",
+    "sgnht",
+    "SGNHTState",
+    "SGNHTInfo",
+    "baoab",
+    "BAOABState",
+    "sgld_cv",
+    "SGLDCVState",
 ]

@@ -22,8 +22,9 @@ samplers wherever the quantity exists (see :data:`SHARED_INFO_FIELDS`):
 ``step_size``        the step size used by this step
 ``num_grad_evals``   gradient evaluations spent by this step
 ``logdensity``       log density at the returned position (exact samplers) or
-                     the minibatch estimate at the step's starting position
-                     (stochastic-gradient samplers)
+                     the minibatch estimate at the point where the step took its
+                     gradient (stochastic-gradient samplers: the starting
+                     position, or the returned one for BAOAB)
 ``energy``           Hamiltonian at the returned state (HMC family only)
 ===================  ==========================================================
 

@@ -11,7 +11,10 @@ minibatch estimate:
 where ``g_hat = grad log p(theta) + (N/n) sum_batch grad log p(x_i|theta)``.
 ``T = 1`` targets the Bayesian posterior; ``T < 1`` a cold posterior;
 ``T = 0`` is gradient ascent on the log posterior (SGD with learning rate
-``eps / 2`` on the summed loss).
+``eps / 2`` on the summed loss; ``optax.sgd(eta)`` on a mean loss is
+``eps = 2 eta / N``, see :mod:`sgmcmc.convert`). Step size and temperature
+each take a float or a schedule ``count -> value`` (optax's, or
+:mod:`sgmcmc.schedules`).
 
 There is no Metropolis test, so the chain is biased: with a fixed step size
 the stationary distribution differs from ``pi^(1/T)`` by O(eps) (for a
@@ -30,8 +33,6 @@ reported as broken, it never carries a NaN.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import NamedTuple
 
 import jax
@@ -40,8 +41,16 @@ from jax.flatten_util import ravel_pytree
 
 from sgmcmc import noise
 from sgmcmc._tree import PyTree
-from sgmcmc.gradients import GradientEstimator, full_batch, minibatch
 from sgmcmc.samplers.base import Sampler, register
+from sgmcmc.samplers.sg_common import (
+    SGInfo,
+    Temperature,
+    check_temperature,
+    current_temperature,
+    has_noise,
+    make_gradient_estimator,
+    reject_non_finite,
+)
 from sgmcmc.samplers.step_size import StepSize, check_step_size, current_step_size, initial_step_size
 from sgmcmc.target import Target
 
@@ -56,34 +65,11 @@ class SGLDState(NamedTuple):
     count: jax.Array
 
 
-class SGLDInfo(NamedTuple):
-    """Per-step statistics of SGLD (shared names, see ``base``).
+#: SGLD's per-step statistics: the shared stochastic-gradient info record.
+SGLDInfo = SGInfo
 
-    ``logdensity`` is the (minibatch) estimate at the step's starting point,
-    which the step computes anyway; ``acceptance_rate`` is always 1.
-    """
-
-    acceptance_rate: jax.Array
-    is_divergent: jax.Array
-    step_size: jax.Array
-    num_grad_evals: jax.Array
-    logdensity: jax.Array
-
-
-def check_temperature(temperature) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a real number >= 0, got {temperature!r}.")
-    value = float(temperature)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"temperature must be finite and >= 0, got {temperature}.")
-    return value
-
-
-def make_gradient_estimator(target: Target, batch_size: int | None) -> GradientEstimator:
-    """Full batch when ``batch_size`` is None, else the N/n-scaled minibatch estimator."""
-    if batch_size is None:
-        return full_batch(target)
-    return minibatch(target, batch_size)
+# Re-exported for code that imported them from here before they were shared.
+__all__ += ["check_temperature", "make_gradient_estimator"]
 
 
 @register("sgld")
@@ -92,7 +78,7 @@ def sgld(
     step_size: StepSize = 1e-4,
     *,
     batch_size: int | None = None,
-    temperature: float = 1.0,
+    temperature: Temperature = 1.0,
 ) -> Sampler:
     """Stochastic-gradient Langevin dynamics (approximate; see module docstring).
 
@@ -101,43 +87,40 @@ def sgld(
         step_size: ``eps``, a positive float or a schedule ``count -> eps``.
         batch_size: minibatch size n for data-driven targets; ``None`` uses the
             full-batch gradient.
-        temperature: ``T >= 0``; the chain targets ``pi^(1/T)``.
+        temperature: ``T >= 0`` or a schedule ``count -> T``; the chain targets
+            ``pi^(1/T)``.
     """
     step_size = check_step_size(step_size)
     temperature = check_temperature(temperature)
     return _build(target, step_size, batch_size, temperature)
 
 
-def _build(target: Target, step_size: StepSize, batch_size: int | None, temperature: float) -> Sampler:
+def _build(target: Target, step_size: StepSize, batch_size: int | None, temperature: Temperature) -> Sampler:
     """The SGLD sampler for already-validated settings."""
     estimator = make_gradient_estimator(target, batch_size)
+    noisy = has_noise(temperature)
 
     def init(position: PyTree) -> SGLDState:
         flat, _ = ravel_pytree(position)
         return SGLDState(position, initial_step_size(step_size, flat.dtype), jnp.zeros((), jnp.int32))
 
-    def step(key: jax.Array, state: SGLDState, batch=None) -> tuple[SGLDState, SGLDInfo]:
+    def step(key: jax.Array, state: SGLDState, batch=None) -> tuple[SGLDState, SGInfo]:
         # One key serves both the minibatch indices and the noise: sgmcmc.noise draws
         # them from separate counter streams of the key, so they are independent.
         estimate = estimator.estimate(key, state.position, batch)
         eps = current_step_size(step_size, state.step_size, state.count)
         half_eps = 0.5 * eps
-        if temperature > 0:
-            noise_scale = jnp.sqrt(eps * temperature)
+        if noisy:
+            noise_scale = jnp.sqrt(eps * current_temperature(temperature, state.count, eps.dtype))
             xi = noise.normal_like(key, state.position)
             proposed = jax.tree.map(
                 lambda x, g, z: x + half_eps * g + noise_scale * z, state.position, estimate.grad, xi
             )
         else:
             proposed = jax.tree.map(lambda x, g: x + half_eps * g, state.position, estimate.grad)
-        # A NaN or inf anywhere makes the sum non-finite (so does an overflowing sum,
-        # which is flagged too). Summing the new position fuses with the update; a
-        # reduction over the gradient instead measured ~15% of an SGD step.
-        total = sum(jnp.sum(x) for x in jax.tree.leaves(proposed))
-        finite = jnp.isfinite(estimate.value) & jnp.isfinite(total)
-        position = jax.tree.map(lambda a, b: jnp.where(finite, a, b), proposed, state.position)
+        finite, position = reject_non_finite(estimate.value, proposed, state.position)
         new_state = SGLDState(position, state.step_size, state.count + 1)
-        info = SGLDInfo(
+        info = SGInfo(
             acceptance_rate=jnp.ones((), eps.dtype),
             is_divergent=~finite,
             step_size=eps,
