@@ -244,10 +244,16 @@ def _make_chunk_fn(sampler: Sampler, chunk_len: int, thin: int, collect: bool, a
     return chunk
 
 
-def _make_init_fn(sampler: Sampler):
+def _make_init_fn(sampler: Sampler, adapt_warmup: int):
+    """The program building the chains' states (and, with ``adapt_warmup > 0``, the warmup's state)."""
+
     def init(data, positions):
         TRACE_COUNTS["init"] += 1
-        return jax.vmap(_bind(sampler, data).init)(positions)
+        bound = _bind(sampler, data)
+        states = jax.vmap(bound.init)(positions)
+        if adapt_warmup:
+            return bound.warmup.init(states, adapt_warmup)
+        return states, None
 
     return init
 
@@ -369,10 +375,16 @@ def sample(
     timing = {"compile_s": 0.0, "warmup_s": 0.0, "sampling_s": 0.0}
     num_compiled = 0
 
-    init_fn, seconds, new = _get_compiled("init", _make_init_fn(sampler), (sampler,), (data, positions))
+    # With a warmup adaptation, warmup and sampling run one program (the
+    # transition compiled once); otherwise warmup is burn-in without draws.
+    adaptive = num_warmup > 0 and getattr(sampler, "warmup", None) is not None
+    adapt_warmup = num_warmup if adaptive else 0
+    init_fn, seconds, new = _get_compiled(
+        "init", _make_init_fn(sampler, adapt_warmup), (sampler, adapt_warmup), (data, positions)
+    )
     timing["compile_s"] += seconds
     num_compiled += new
-    states = init_fn(data, positions)
+    states, adapt = init_fn(data, positions)
 
     try:
         from tqdm.auto import tqdm
@@ -387,12 +399,6 @@ def sample(
     leaves = jax.tree.leaves(target.initial_position)
     draw_bytes = num_chains * sum(np.size(x) * np.dtype(x.dtype).itemsize for x in leaves)
     sample_chunk = max(1, min(chunk_size, _CHUNK_BYTES // max(draw_bytes, 1)))
-    # With a warmup adaptation, warmup and sampling run one program (the
-    # transition compiled once); otherwise warmup is burn-in without draws.
-    adaptive = num_warmup > 0 and getattr(sampler, "warmup", None) is not None
-    adapt = None
-    if adaptive:
-        states, adapt = sampler.warmup.init(states, num_warmup)
 
     def get_program(collect: bool):
         nonlocal num_compiled

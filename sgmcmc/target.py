@@ -64,7 +64,8 @@ def check_position(position: PyTree, what: str = "initial position") -> PyTree:
     if not leaves:
         raise ValueError(f"The {what} is an empty pytree; give at least one array.")
     leaves = [_as_float_leaf(x, f"The {what}") for x in leaves]
-    bad = [i for i, x in enumerate(leaves) if not bool(jnp.all(jnp.isfinite(x)))]
+    # On the host: one check per leaf without compiling a program for each.
+    bad = [i for i, x in enumerate(leaves) if not np.all(np.isfinite(np.asarray(x)))]
     if bad:
         names = describe_tree(jax.tree.unflatten(treedef, leaves))
         raise ValueError(f"The {what} contains non-finite values (NaN or inf) in leaf number(s) {bad} of {names}.")
@@ -183,7 +184,7 @@ class Target:
         position = check_position(position, what)
         _check_same_structure(self.initial_position, position, f"The {what}")
         if evaluate:
-            _scalar_logdensity(self.logdensity(position), f"The log density of target {self.name!r}")
+            _scalar_logdensity(jax.jit(self.logdensity)(position), f"The log density of target {self.name!r}")
         return position
 
     # -- constructors ---------------------------------------------------------
@@ -204,7 +205,7 @@ class Target:
             initial_position=position,
             name=name,
         )
-        _scalar_logdensity(target.logdensity(position), f"logdensity_fn of target {name!r}")
+        _scalar_logdensity(jax.jit(target.logdensity)(position), f"logdensity_fn of target {name!r}")
         return target
 
     @classmethod
@@ -263,7 +264,7 @@ class Target:
             name=name,
         )
         _scalar_logdensity(logprior_fn(position), f"logprior_fn of target {name!r}")
-        _scalar_logdensity(target.logdensity(position), f"The log density of target {name!r}")
+        _scalar_logdensity(jax.jit(target.logdensity)(position), f"The log density of target {name!r}")
         return target
 
     @classmethod
@@ -358,5 +359,5 @@ class Target:
             observed_data=observed or None,
             name=name or getattr(model, "__name__", "numpyro_model"),
         )
-        _scalar_logdensity(target.logdensity(position), f"The log density of NumPyro model {target.name!r}")
+        _scalar_logdensity(jax.jit(target.logdensity)(position), f"The log density of NumPyro model {target.name!r}")
         return target
