@@ -70,6 +70,18 @@ Properties
   ``jax.random.normal``: the transform here is single precision only.
   float16 / bfloat16 are drawn in float32 and rounded.
 * One key addresses at most ``2**32`` numbers on the fast path.
+
+Streams and keys for kernels
+----------------------------
+A transition that needs several independent random quantities draws them
+from *streams* of its one key rather than splitting it: ``normal(key,
+stream=s)``, ``normal_like(key, tree, stream=s)``, ``uniform(key, shape,
+stream=s)`` and ``uniform_at(key, counter)`` use disjoint Threefry counter
+blocks (a different high counter word per kind and stream), so they are
+independent. ``fold_in(key, t)`` derives per-step keys the same way.
+``jax.random.split`` / ``fold_in`` / ``uniform`` lower on CPU to rolled
+loops of a few kernels each; these are straight-line code that XLA fuses,
+which cut the compiled NUTS program by ~15% (HLO size) and its compile time.
 """
 
 from __future__ import annotations
