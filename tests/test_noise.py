@@ -268,3 +268,44 @@ def test_uniform_indices_traced_maxval_and_vmap():
     assert (idx.max(1) < np.array([10, 20, 30])).all() and idx.min() >= 0
     assert len(np.unique(idx[0])) == 10
     np.testing.assert_array_equal(idx[1], noise.uniform_indices(keys[1], 1000, 20))
+
+
+def test_uniform_streams_are_uniform_and_independent():
+    key = jax.random.key(7)
+    n = 200_000
+    u = np.asarray(noise.uniform(key, (n,)))
+    v = np.asarray(noise.uniform(key, (n,), stream=3))
+    z = np.asarray(noise.normal(key, (n,)))
+    assert u.min() > 0.0 and u.max() < 1.0
+    # mean 1/2 and variance 1/12 within 5 standard errors
+    assert abs(u.mean() - 0.5) < 5 * np.sqrt(1 / 12 / n)
+    assert abs(u.var() - 1 / 12) < 5 * np.sqrt(1 / 180 / n)
+    # streams of one key (and the normal stream) are uncorrelated: |r| < 5 / sqrt(n)
+    for a, b in [(u, v), (u, z), (v, z)]:
+        assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(n)
+
+
+def test_traced_stream_equals_static_stream():
+    key = jax.random.key(3)
+    traced = jax.jit(lambda k, s: noise.normal(k, (9,), stream=s))(key, 5)
+    np.testing.assert_array_equal(np.asarray(traced), np.asarray(noise.normal(key, (9,), stream=5)))
+    traced_u = jax.jit(lambda k, s: noise.uniform(k, (4,), stream=s))(key, 2)
+    np.testing.assert_array_equal(np.asarray(traced_u), np.asarray(noise.uniform(key, (4,), stream=2)))
+    assert not np.allclose(np.asarray(noise.normal(key, (9,), stream=1)), np.asarray(noise.normal(key, (9,))))
+
+
+def test_fold_in_gives_distinct_deterministic_keys():
+    key = jax.random.key(11)
+    keys = jax.vmap(noise.fold_in, in_axes=(None, 0))(key, jnp.arange(1000))
+    data = np.asarray(jax.random.key_data(keys))
+    assert len({tuple(row) for row in data}) == 1000
+    again = np.asarray(jax.random.key_data(noise.fold_in(key, 17)))
+    np.testing.assert_array_equal(again, data[17])
+    # draws from consecutive step keys are uncorrelated
+    first = np.asarray(jax.vmap(lambda k: noise.uniform(k, ()))(keys))
+    assert abs(np.corrcoef(first[:-1], first[1:])[0, 1]) < 5 / np.sqrt(999)
+
+
+def test_stream_out_of_range_is_an_error():
+    with pytest.raises(ValueError, match="stream"):
+        noise.normal(jax.random.key(0), (3,), stream=70_000)
