@@ -411,7 +411,8 @@ def sample(
         num_compiled += new
         return compiled, chunk_len
 
-    def run_phase(first_step: int, num_steps: int, collect: bool):
+    def run_phase(first_step: int, num_steps: int, collect: bool, keep_draws: bool):
+        """Steps ``[first_step, first_step + num_steps)`` with the program that collects draws or not."""
         nonlocal states, adapt
         compiled, chunk_len = get_program(collect)
         outputs = []
@@ -425,7 +426,7 @@ def sample(
                 data, states, adapt, chain_keys, jnp.int32(t), jnp.int32(stop), jnp.int32(num_warmup)
             )
             steps = min(chunk_len * thin, stop - t)
-            if collect:
+            if keep_draws:  # warmup draws of the adaptive program are dropped on the device
                 valid = steps // thin
                 outputs.append(jax.tree.map(lambda x, v=valid: np.asarray(x[:v]), out))
             divergences += np.asarray(div)
@@ -443,10 +444,10 @@ def sample(
             if bar is not None:
                 bar.set_description(f"{sampler.name} warmup")
             # The adaptive program is the sampling one; plain burn-in keeps no draws.
-            _, warm_div, warm_grads, timing["warmup_s"] = run_phase(0, num_warmup, collect=adaptive)
+            _, warm_div, warm_grads, timing["warmup_s"] = run_phase(0, num_warmup, adaptive, keep_draws=False)
         if bar is not None:
             bar.set_description(f"{sampler.name} sampling")
-        outputs, _, sample_grads, timing["sampling_s"] = run_phase(num_warmup, num_slots * thin, collect=True)
+        outputs, _, sample_grads, timing["sampling_s"] = run_phase(num_warmup, num_slots * thin, True, keep_draws=True)
     finally:
         if bar is not None:
             bar.close()
