@@ -54,7 +54,7 @@ from sgmcmc.samplers.sg_common import (
 from sgmcmc.samplers.step_size import StepSize, check_step_size, current_step_size, initial_step_size
 from sgmcmc.target import Target
 
-__all__ = ["SGLDState", "SGLDInfo", "sgld"]
+__all__ = ["SGLDState", "SGLDInfo", "sgld", "langevin_proposal"]
 
 
 class SGLDState(NamedTuple):
@@ -70,6 +70,20 @@ SGLDInfo = SGInfo
 
 # Re-exported for code that imported them from here before they were shared.
 __all__ += ["check_temperature", "make_gradient_estimator"]
+
+
+def langevin_proposal(key, position: PyTree, grad: PyTree, eps, temperature, count, noisy: bool) -> PyTree:
+    """The SGLD move ``theta + (eps / 2) g + sqrt(eps T) xi`` (no noise when ``noisy`` is False).
+
+    Shared by SGLD and SGLD-CV; ``temperature`` is a constant or a schedule
+    evaluated at ``count``.
+    """
+    half_eps = 0.5 * eps
+    if not noisy:
+        return jax.tree.map(lambda x, g: x + half_eps * g, position, grad)
+    noise_scale = jnp.sqrt(eps * current_temperature(temperature, count, eps.dtype))
+    xi = noise.normal_like(key, position)
+    return jax.tree.map(lambda x, g, z: x + half_eps * g + noise_scale * z, position, grad, xi)
 
 
 @register("sgld")
@@ -109,15 +123,7 @@ def _build(target: Target, step_size: StepSize, batch_size: int | None, temperat
         # them from separate counter streams of the key, so they are independent.
         estimate = estimator.estimate(key, state.position, batch)
         eps = current_step_size(step_size, state.step_size, state.count)
-        half_eps = 0.5 * eps
-        if noisy:
-            noise_scale = jnp.sqrt(eps * current_temperature(temperature, state.count, eps.dtype))
-            xi = noise.normal_like(key, state.position)
-            proposed = jax.tree.map(
-                lambda x, g, z: x + half_eps * g + noise_scale * z, state.position, estimate.grad, xi
-            )
-        else:
-            proposed = jax.tree.map(lambda x, g: x + half_eps * g, state.position, estimate.grad)
+        proposed = langevin_proposal(key, state.position, estimate.grad, eps, temperature, state.count, noisy)
         finite, position = reject_non_finite(estimate.value, proposed, state.position)
         new_state = SGLDState(position, state.step_size, state.count + 1)
         info = SGInfo(

@@ -49,7 +49,6 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from sgmcmc import noise
 from sgmcmc._tree import PyTree, tree_where
 from sgmcmc.gradients import (
     ControlVariate,
@@ -63,10 +62,10 @@ from sgmcmc.samplers.sg_common import (
     SGInfo,
     Temperature,
     check_temperature,
-    current_temperature,
     has_noise,
     reject_non_finite,
 )
+from sgmcmc.samplers.sgld import langevin_proposal
 from sgmcmc.samplers.step_size import StepSize, check_step_size, current_step_size, initial_step_size
 from sgmcmc.target import Target
 
@@ -150,15 +149,7 @@ def _build(target, step_size, batch_size, fixed, refresh_every, chunk_size, temp
             num_grad_evals = jnp.where(refresh, refresh_cost, 0).astype(jnp.int32)
         estimate = control_variate(target, batch_size, cv).estimate(key, state.position, batch)
         eps = current_step_size(step_size, state.step_size, state.count)
-        half_eps = 0.5 * eps
-        if noisy:
-            noise_scale = jnp.sqrt(eps * current_temperature(temperature, state.count, eps.dtype))
-            xi = noise.normal_like(key, state.position)
-            proposed = jax.tree.map(
-                lambda x, g, z: x + half_eps * g + noise_scale * z, state.position, estimate.grad, xi
-            )
-        else:
-            proposed = jax.tree.map(lambda x, g: x + half_eps * g, state.position, estimate.grad)
+        proposed = langevin_proposal(key, state.position, estimate.grad, eps, temperature, state.count, noisy)
         finite, position = reject_non_finite(estimate.value, proposed, state.position)
         # A refresh computed at the (finite) current position is kept even if the step is rejected.
         new_state = SGLDCVState(position, cv, state.step_size, state.count + 1)
