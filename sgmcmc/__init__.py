@@ -8,7 +8,8 @@ One interface for every sampler::
     idata = result.to_arviz()
 """
 
-from sgmcmc import adaptation, convert, gradients, noise, schedules
+from sgmcmc import adaptation, convert, curvature, gradient_noise, gradients, noise, schedules
+from sgmcmc.iterate_averaging import IterateAverage, iterate_average
 from sgmcmc.result import SampleResult
 from sgmcmc.run import sample
 from sgmcmc.samplers import (
@@ -16,6 +17,7 @@ from sgmcmc.samplers import (
     Sampler,
     baoab,
     chees_hmc,
+    constant_sgd,
     hmc,
     mala,
     nuts,
@@ -24,7 +26,9 @@ from sgmcmc.samplers import (
     sgld,
     sgld_cv,
     sgnht,
+    swag,
 )
+from sgmcmc.swag_posterior import SWAGPosterior, fit_swag
 from sgmcmc.target import Target
 
 __version__ = "0.1.0"
@@ -44,6 +48,14 @@ __all__ = [
     "hmc",
     "nuts",
     "chees_hmc",
+    "constant_sgd",
+    "swag",
+    "fit_swag",
+    "SWAGPosterior",
+    "iterate_average",
+    "IterateAverage",
+    "curvature",
+    "gradient_noise",
     "adaptation",
     "REGISTRY",
     "gradients",

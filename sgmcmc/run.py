@@ -360,6 +360,12 @@ def sample(
         raise ValueError("no target: build the sampler from a Target or pass target=.")
     num_samples = _positive_int(num_samples, "num_samples")
     num_warmup = _positive_int(num_warmup, "num_warmup", minimum=0)
+    min_warmup = getattr(sampler, "min_warmup", 0)
+    if num_warmup < min_warmup:
+        raise ValueError(
+            f"{sampler.name} needs num_warmup >= {min_warmup} (it tunes settings it cannot sample without "
+            f"during warmup, see its docstring), got num_warmup={num_warmup}."
+        )
     num_chains = _positive_int(num_chains, "num_chains")
     thin = _positive_int(thin, "thin")
     chunk_size = _positive_int(chunk_size, "chunk_size")

@@ -23,6 +23,8 @@ CONTRACT_KWARGS = {
     "sgnht": {"step_size": 1e-4, "diffusion": 0.1, "batch_size": 16},
     "baoab": {"step_size": 1e-2, "friction": 1.0, "batch_size": 16},
     "sgld_cv": {"step_size": 1e-3, "batch_size": 16},
+    "constant_sgd": {"learning_rate": 1e-2, "batch_size": 16},
+    "swag": {"learning_rate": 1e-2, "batch_size": 16, "collect_every": 2},
 }
 
 

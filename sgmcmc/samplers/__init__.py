@@ -6,6 +6,7 @@ See :mod:`sgmcmc.samplers.base` for the contract.
 from sgmcmc.samplers.baoab import BAOABState, baoab
 from sgmcmc.samplers.base import REGISTRY, SHARED_INFO_FIELDS, Sampler, register
 from sgmcmc.samplers.chees_hmc import ChEESState, chees_hmc
+from sgmcmc.samplers.constant_sgd import ConstantSGDState, StabilityWarning, constant_sgd
 from sgmcmc.samplers.hmc import HMCInfo, HMCState, hmc
 from sgmcmc.samplers.mala import mala
 from sgmcmc.samplers.nuts import NUTSInfo, nuts
@@ -15,6 +16,7 @@ from sgmcmc.samplers.sghmc import SGHMCState, sghmc
 from sgmcmc.samplers.sgld import SGLDInfo, SGLDState, sgld
 from sgmcmc.samplers.sgld_cv import SGLDCVState, sgld_cv
 from sgmcmc.samplers.sgnht import SGNHTInfo, SGNHTState, sgnht
+from sgmcmc.samplers.swag import SWAGState, swag
 
 __all__ = [
     "REGISTRY",
@@ -44,4 +46,9 @@ __all__ = [
     "BAOABState",
     "sgld_cv",
     "SGLDCVState",
+    "constant_sgd",
+    "ConstantSGDState",
+    "StabilityWarning",
+    "swag",
+    "SWAGState",
 ]

@@ -68,6 +68,9 @@ class Sampler(NamedTuple):
         warmup: the sampler's warmup adaptation (a
             :class:`~sgmcmc.adaptation.base.Warmup`), run by the driver for
             ``num_warmup`` steps; ``None`` when warmup is plain burn-in.
+        min_warmup: the fewest warmup steps the sampler can run with (e.g.
+            constant SGD with ``learning_rate="optimal"`` estimates its rate
+            in warmup); :func:`sgmcmc.sample` refuses fewer.
     """
 
     init: Callable[..., Any]
@@ -77,6 +80,7 @@ class Sampler(NamedTuple):
     name: str = "sampler"
     is_exact: bool = False
     warmup: Any = None
+    min_warmup: int = 0
 
 
 REGISTRY: dict[str, Callable[..., Sampler]] = {}
