@@ -100,7 +100,9 @@ def gaussian_kl(m0, c0, m1, c1):
 
 def run(target, lr, num_samples, num_warmup=200, chains=4, seed=0, **kw):
     sampler = sgmcmc.constant_sgd(target, lr, batch_size=S, **kw)
-    return sgmcmc.sample(sampler, num_samples=num_samples, num_warmup=num_warmup, num_chains=chains, seed=seed)
+    return sgmcmc.sample(
+        sampler, num_samples=num_samples, num_warmup=num_warmup, num_chains=chains, seed=seed, progress=False
+    )
 
 
 def moments_and_ess(result):

@@ -363,11 +363,14 @@ def _warn_unstable(ratio, *, stability):
     ratio = np.atleast_1d(np.asarray(ratio))
     bad = np.flatnonzero(~(ratio < 1.0))
     if bad.size:
-        action = "the rate was clipped to half the bound" if stability == "clip" else "the chain may diverge"
+        if stability == "clip":
+            action = "the rate was clipped to (1 + mu) / lam_max, half the bound"
+        else:
+            action = "the chain may diverge; stability='clip' lowers the rate, a smaller learning_rate or a larger "
+            action += "batch_size avoids it"
         warnings.warn(
             f"constant SGD is beyond its stability bound in chain(s) {bad.tolist()}: eps * lam_max / (2 (1 + mu)) = "
-            f"{np.round(ratio[bad], 3).tolist()} >= 1 ({action}; stability='clip' lowers the rate, a smaller "
-            "learning_rate or a larger batch_size avoids it).",
+            f"{np.round(ratio[bad], 3).tolist()} >= 1 ({action}).",
             StabilityWarning,
             stacklevel=2,
         )
