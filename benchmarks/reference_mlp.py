@@ -79,6 +79,13 @@ def load_reference(cache: str | os.PathLike = CACHE, progress: bool = False, **s
     )
 
 
+def _relative(path) -> str:
+    """``path`` relative to the repository root when it lies inside it."""
+    path = pathlib.Path(path).resolve()
+    root = pathlib.Path(__file__).resolve().parents[1]
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def scores(probs, y) -> dict[str, float]:
     return {
         "accuracy": float(accuracy(probs, y)),
@@ -154,10 +161,10 @@ def main(argv=None) -> dict:
 
     out = {
         "benchmark": "reference_mlp",
-        "command": "python benchmarks/reference_mlp.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(["python benchmarks/reference_mlp.py", *(sys.argv[1:] if argv is None else argv)]),
         "settings": ref.settings,
         "key": ref.key,
-        "cache": str(ref.cache_path),
+        "cache": _relative(ref.cache_path),
         "from_cache": ref.from_cache,
         "ceiling_agreement": ref.ceiling_agreement,
         "ceiling_tv": ref.ceiling_tv,

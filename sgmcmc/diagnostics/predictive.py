@@ -169,7 +169,7 @@ def _ece_equal_mass(probs: jax.Array, y: jax.Array, num_bins: int) -> jax.Array:
     n = confidence.shape[0]
     # Edge m (m = 1..M-1) is the ceil(m n / M)-th smallest confidence; bin m (0-based) holds the
     # confidences in (edge_m, edge_{m+1}], so tied confidences always share a bin.
-    ranks = np.ceil(np.arange(1, num_bins) * n / num_bins).astype(np.int32) - 1
+    ranks = -(-np.arange(1, num_bins) * n // num_bins) - 1  # ceil in integers, 0-based
     edges = jnp.sort(confidence)[ranks]
     bins = jnp.searchsorted(edges, confidence, side="left")
     gap_sums = jax.ops.segment_sum(correct - confidence, bins, num_segments=num_bins)
