@@ -415,7 +415,9 @@ def _sgd_warmup(target: Target, s: dict, step) -> Warmup:
 
         def initial_rate(states):
             lam = jax.vmap(lambda k, st: curvature(k, st, None))(keys, states)
-            return states._replace(learning_rate=(1.0 - mu) / lam)
+            # A flat or non-finite curvature leaves no scale to go by: fall back to rate 1 - mu.
+            ok = jnp.isfinite(lam) & (lam > 0)
+            return states._replace(learning_rate=jnp.where(ok, (1.0 - mu) / jnp.where(ok, lam, 1.0), 1.0 - mu))
 
         return lax.cond(t == 0, initial_rate, lambda st: st, states), adapt
 
@@ -443,7 +445,8 @@ def _sgd_warmup(target: Target, s: dict, step) -> Warmup:
             if optimal:
                 flat = ravel_pytree(state.position)[0]
                 rate = optimal_learning_rate(noise_trace(ns), num_data, batch_size, flat.shape[0], mu)
-                rate = rate.astype(flat.dtype)
+                # No measurable noise (tr BB^T = 0) gives no optimal rate: keep the warmup's rate.
+                rate = jnp.where(jnp.isfinite(rate) & (rate > 0), rate, state.learning_rate).astype(flat.dtype)
                 if has_pre:
                     pre = _optimal_preconditioner(ns, rank, s["noise_floor"])
             lam = jnp.full((), jnp.nan, rate.dtype)
