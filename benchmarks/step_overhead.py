@@ -259,6 +259,14 @@ def family_table(args, data) -> tuple[list, str, int]:
             2,
         ),
     }
+    # SGD as inference: the same SGD step on the mean loss (learning rate eps N / 2 matches optax SGD on the
+    # sum-scaled loss at eps / 2), plus SWAG's once-per-epoch moment collection.
+    num_data = target.num_data
+    loops["sgmcmc constant SGD"] = (
+        kernel_loop(sgmcmc.constant_sgd(target, eps * num_data / 2, batch_size=n), target, steps),
+        1,
+    )
+    loops["sgmcmc SWAG"] = (kernel_loop(sgmcmc.swag(target, eps * num_data / 2, batch_size=n), target, steps), 1)
     # Without noise (T = 0) the samplers are their optimisers: what the update rule itself costs.
     loops["sgmcmc SGLD, T = 0"] = (
         kernel_loop(sgmcmc.sgld(target, eps, batch_size=n, temperature=0.0), target, steps),
