@@ -4,13 +4,18 @@ A schedule is a function ``count -> value`` of the sampler's step count (the
 number of steps taken before this one, warmup included), exactly like an optax
 schedule; every optax schedule is accepted wherever sgmcmc takes a step size
 or a temperature. This module adds the two schedules of the SG-MCMC
-literature that optax does not have:
+literature that optax does not have, and the relaxation-temperature annealing
+of Gumbel-softmax training:
 
 * :func:`polynomial_decay` -- ``a (b + t)^(-gamma)`` (Teh, Thiery & Vollmer
   2016, "Consistency and fluctuations for stochastic gradient Langevin
   dynamics", JMLR): with ``gamma`` in ``(0, 1]`` the step sizes sum to
   infinity, so SGLD's averages are consistent; ``gamma = 1/3`` gives the
   optimal rate ``t^(-1/3)`` of the mean-squared error.
+* :func:`exponential_annealing` -- exponential decay to a floor,
+  ``max(floor, initial exp(-rate t))``, updated every ``interval`` steps: the
+  temperature annealing of Gumbel-softmax training (Jang, Gu & Poole 2017;
+  see :mod:`sgmcmc.relaxed`), usable for any decaying quantity.
 * :func:`cyclical_cosine` -- cSG-MCMC's cyclical cosine step size (Zhang, Li,
   Zhang, Chen & Wilson 2020, "Cyclical stochastic gradient MCMC for Bayesian
   deep learning", ICLR). Each cycle of ``L`` steps starts with a large step
@@ -33,7 +38,14 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-__all__ = ["polynomial_decay", "cyclical_cosine", "CyclicalSchedule", "PolynomialDecay"]
+__all__ = [
+    "polynomial_decay",
+    "cyclical_cosine",
+    "CyclicalSchedule",
+    "PolynomialDecay",
+    "exponential_annealing",
+    "ExponentialAnnealing",
+]
 
 
 def _real(value, name: str) -> float:
@@ -163,3 +175,56 @@ def cyclical_cosine(step_size: float, cycle_length: int, exploration_fraction: f
     if not 0 <= exploration_fraction < 1:
         raise ValueError(f"exploration_fraction must be in [0, 1), got {exploration_fraction}.")
     return CyclicalSchedule(step_size, cycle_length, exploration_fraction)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExponentialAnnealing:
+    """``count -> max(floor, initial exp(-rate t))``, ``t = interval floor(count / interval)``.
+
+    Build it with :func:`exponential_annealing`.
+    """
+
+    initial: float
+    rate: float
+    floor: float
+    interval: int
+
+    def __call__(self, count) -> jax.Array:
+        count = jnp.asarray(count)
+        t = (count // self.interval) * self.interval
+        return jnp.maximum(self.floor, self.initial * jnp.exp(-self.rate * t.astype(jnp.float32)))
+
+
+def exponential_annealing(
+    initial: float = 1.0, rate: float = 1e-4, floor: float = 0.5, interval: int = 1
+) -> ExponentialAnnealing:
+    """Exponential decay to a floor: Jang et al.'s Gumbel-softmax temperature annealing.
+
+    ``tau_t = max(floor, initial * exp(-rate * t))`` with ``t`` the step count
+    rounded down to a multiple of ``interval`` (Jang, Gu & Poole 2017,
+    "Categorical reparameterization with Gumbel-softmax", ICLR, section 4:
+    ``max(0.5, exp(-r t))`` with ``r`` in ``{1e-5, 1e-4}``, updated every 500
+    steps, is ``exponential_annealing(1.0, r, 0.5, 500)``). A relaxed sample's
+    bias falls with its temperature and its gradient variance grows, so
+    training starts warm and cools to the floor.
+
+    The same function as ``optax.exponential_decay(initial, interval,
+    exp(-rate * interval), staircase=interval > 1, end_value=floor)``, with
+    the parameters named as in the paper; like every schedule here it is a
+    function ``count -> value`` that works on traced counts.
+
+    Args:
+        initial: ``tau_0 > 0``.
+        rate: ``r >= 0`` per step.
+        floor: ``tau_min`` in ``(0, initial]``; the value never goes below it.
+        interval: ``N >= 1``, steps between updates.
+    """
+    initial, rate, floor = _real(initial, "initial"), _real(rate, "rate"), _real(floor, "floor")
+    if initial <= 0:
+        raise ValueError(f"initial must be > 0, got {initial}.")
+    if rate < 0:
+        raise ValueError(f"rate must be >= 0, got {rate}.")
+    if not 0 < floor <= initial:
+        raise ValueError(f"floor must be in (0, initial] = (0, {initial}], got {floor}.")
+    interval = _int(interval, "interval", 1)
+    return ExponentialAnnealing(initial, rate, floor, interval)
