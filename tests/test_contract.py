@@ -25,6 +25,7 @@ CONTRACT_KWARGS = {
     "sgld_cv": {"step_size": 1e-3, "batch_size": 16},
     "constant_sgd": {"learning_rate": 1e-2, "batch_size": 16},
     "swag": {"learning_rate": 1e-2, "batch_size": 16, "collect_every": 2},
+    "flow_mh": {"step_size": 0.05, "num_refits": 2, "train_steps": 5, "batch_size": 16, "buffer_size": 64},
 }
 
 

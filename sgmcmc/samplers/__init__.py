@@ -7,6 +7,7 @@ from sgmcmc.samplers.baoab import BAOABState, baoab
 from sgmcmc.samplers.base import REGISTRY, SHARED_INFO_FIELDS, Sampler, register
 from sgmcmc.samplers.chees_hmc import ChEESState, chees_hmc
 from sgmcmc.samplers.constant_sgd import ConstantSGDState, StabilityWarning, constant_sgd
+from sgmcmc.samplers.flow_mh import FlowMHInfo, FlowMHState, flow_mh
 from sgmcmc.samplers.hmc import HMCInfo, HMCState, hmc
 from sgmcmc.samplers.mala import mala
 from sgmcmc.samplers.nuts import NUTSInfo, nuts
@@ -51,4 +52,7 @@ __all__ = [
     "StabilityWarning",
     "swag",
     "SWAGState",
+    "flow_mh",
+    "FlowMHState",
+    "FlowMHInfo",
 ]
