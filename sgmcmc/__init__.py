@@ -8,7 +8,7 @@ One interface for every sampler::
     idata = result.to_arviz()
 """
 
-from sgmcmc import adaptation, convert, curvature, gradient_noise, gradients, noise, reference, schedules, tuning
+from sgmcmc import adaptation, bnn, convert, curvature, gradient_noise, gradients, noise, reference, schedules, tuning
 from sgmcmc.iterate_averaging import IterateAverage, iterate_average
 from sgmcmc.result import SampleResult
 from sgmcmc.run import sample
@@ -57,6 +57,7 @@ __all__ = [
     "curvature",
     "gradient_noise",
     "reference",
+    "bnn",
     "tuning",
     "adaptation",
     "REGISTRY",
