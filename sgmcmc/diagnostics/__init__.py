@@ -1,6 +1,14 @@
 """Diagnostics: ArviZ conversion and what ArviZ lacks for this job."""
 
 from sgmcmc.diagnostics.arviz import to_arviz
+from sgmcmc.diagnostics.convergence import (
+    ConvergenceSummary,
+    ess,
+    function_space_summary,
+    predicted_class_log_probs,
+    rhat,
+    summary,
+)
 from sgmcmc.diagnostics.predictive import (
     accuracy,
     agreement,
@@ -15,15 +23,21 @@ from sgmcmc.diagnostics.predictive import (
 )
 
 __all__ = [
+    "ConvergenceSummary",
     "accuracy",
     "agreement",
     "brier_score",
+    "ess",
     "expected_calibration_error",
+    "function_space_summary",
     "interval_coverage",
     "nll",
     "posterior_predictive_probs",
+    "predicted_class_log_probs",
     "predictive_log_density",
+    "rhat",
     "rmse",
+    "summary",
     "to_arviz",
     "total_variation",
 ]
