@@ -26,6 +26,7 @@ CONTRACT_KWARGS = {
     "constant_sgd": {"learning_rate": 1e-2, "batch_size": 16},
     "swag": {"learning_rate": 1e-2, "batch_size": 16, "collect_every": 2},
     "flow_mh": {"step_size": 0.05, "num_refits": 2, "train_steps": 5, "batch_size": 16, "buffer_size": 64},
+    "neutra": {"step_size": 0.05, "train_steps": 5, "num_draws": 4, "kernel": "hmc", "num_integration_steps": 3},
 }
 
 

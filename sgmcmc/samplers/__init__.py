@@ -10,6 +10,7 @@ from sgmcmc.samplers.constant_sgd import ConstantSGDState, StabilityWarning, con
 from sgmcmc.samplers.flow_mh import FlowMHInfo, FlowMHState, flow_mh
 from sgmcmc.samplers.hmc import HMCInfo, HMCState, hmc
 from sgmcmc.samplers.mala import mala
+from sgmcmc.samplers.neutra import NeuTraInfo, NeuTraState, neutra
 from sgmcmc.samplers.nuts import NUTSInfo, nuts
 from sgmcmc.samplers.psgld import PSGLDState, psgld
 from sgmcmc.samplers.sg_common import SGInfo
@@ -55,4 +56,7 @@ __all__ = [
     "flow_mh",
     "FlowMHState",
     "FlowMHInfo",
+    "neutra",
+    "NeuTraState",
+    "NeuTraInfo",
 ]
