@@ -8,7 +8,20 @@ One interface for every sampler::
     idata = result.to_arviz()
 """
 
-from sgmcmc import adaptation, bnn, convert, curvature, gradient_noise, gradients, noise, reference, schedules, tuning
+from sgmcmc import (
+    adaptation,
+    bnn,
+    checkpoint,
+    convert,
+    curvature,
+    gradient_noise,
+    gradients,
+    noise,
+    reducers,
+    reference,
+    schedules,
+    tuning,
+)
 from sgmcmc.iterate_averaging import IterateAverage, iterate_average
 from sgmcmc.result import SampleResult
 from sgmcmc.run import sample
@@ -58,6 +71,8 @@ __all__ = [
     "gradient_noise",
     "reference",
     "bnn",
+    "checkpoint",
+    "reducers",
     "tuning",
     "adaptation",
     "REGISTRY",

@@ -40,6 +40,8 @@ class SampleResult:
         dropped_grad_evals: gradient evaluations per chain of the sampling
             steps whose draws the collection policy (``keep``) dropped, or
             ``None`` without a policy.
+        reductions: ``{name: value}`` of the run's ``reducers`` (leading
+            chain axis); empty without reducers.
     """
 
     samples: PyTree
@@ -56,6 +58,7 @@ class SampleResult:
     timing: dict
     num_compilations: int
     dropped_grad_evals: np.ndarray | None = None
+    reductions: dict | None = None
 
     @property
     def num_chains(self) -> int:
@@ -78,6 +81,10 @@ class SampleResult:
 
     def to_arviz(self, *, log_likelihood: bool = True, observed_data: bool = True):
         """ArviZ InferenceData (see :func:`sgmcmc.diagnostics.to_arviz`)."""
+        if self.samples is None:
+            raise ValueError(
+                "this run kept no draws (keep_draws=False); its reducers' results are in result.reductions."
+            )
         from sgmcmc.diagnostics.arviz import to_arviz
 
         return to_arviz(self, log_likelihood=log_likelihood, observed_data=observed_data)

@@ -21,14 +21,23 @@ so the draws do not depend on the chunk size or on the progress bar.
 
 The data of a data-driven target are passed into the compiled program as an
 argument (through the sampler's ``rebuild``), not captured as constants.
+
+Long runs: ``checkpoint=dir`` saves the states after every chunk and streams
+the kept draws to ``dir`` (:mod:`sgmcmc.checkpoint`); the same call resumes a
+stopped run with bit-identical draws. ``reducers=`` fold every kept draw into
+running statistics on the device (:mod:`sgmcmc.reducers`), and
+``keep_draws=False`` then keeps memory flat.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import numbers
+import os
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -38,6 +47,7 @@ from jax import lax
 
 from sgmcmc import noise
 from sgmcmc._tree import PyTree
+from sgmcmc.reducers import Reducer
 from sgmcmc.result import SampleResult
 from sgmcmc.samplers.base import Sampler
 from sgmcmc.target import Target
@@ -314,6 +324,10 @@ def sample(
     initial_position: PyTree = None,
     chunk_size: int = 100,
     keep: Any = None,
+    reducers: Mapping[str, Reducer] | None = None,
+    keep_draws: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    callback: Callable[[int], None] | None = None,
 ) -> SampleResult:
     """Run ``num_chains`` chains of ``sampler`` and return their draws.
 
@@ -343,6 +357,19 @@ def sample(
             taken before it, warmup included, as a schedule sees it). The run
             continues until ``num_samples`` draws are kept; the sampler's
             update knows nothing of it.
+        reducers: ``{name: Reducer}`` applied on the device to every kept
+            draw (:mod:`sgmcmc.reducers`: running moments, running
+            posterior-predictive averages); results in ``result.reductions``.
+        keep_draws: ``False`` never copies the draws to the host (only the
+            per-draw ``info``): memory stays flat however long the run; use
+            ``reducers`` for what you need from the draws.
+        checkpoint: a directory (:mod:`sgmcmc.checkpoint`). The run's state is
+            saved there after every chunk and the kept draws are streamed to
+            it; calling ``sample`` again with the same sampler, settings and
+            directory resumes where it stopped, with draws bit-identical to an
+            uninterrupted run (a finished run is returned without sampling).
+        callback: ``callback(steps_done)`` after every chunk (after the
+            checkpoint is written); an exception it raises stops the run.
 
     Returns:
         A :class:`~sgmcmc.result.SampleResult`.
@@ -370,6 +397,11 @@ def sample(
     thin = _positive_int(thin, "thin")
     chunk_size = _positive_int(chunk_size, "chunk_size")
     key = _as_key(seed)
+    reducers = _check_reducers(reducers)
+    if not isinstance(keep_draws, bool):
+        raise TypeError(f"keep_draws must be True or False, got {keep_draws!r}.")
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be a function steps_done -> None.")
     keep_mask = _keep_mask(keep, num_samples, num_warmup, thin)
     num_slots = num_samples if keep_mask is None else len(keep_mask)
 
@@ -391,6 +423,41 @@ def sample(
     timing["compile_s"] += seconds
     num_compiled += new
     states, adapt = init_fn(data, positions)
+    accs = {name: jax.jit(jax.vmap(r.init))(states.position) for name, r in reducers.items()}
+    total_steps = num_warmup + num_slots * thin
+    counters = {name: np.zeros(num_chains, np.int64) for name in ("warm_div", "warm_grads", "sample_grads")}
+    outputs: list = []
+    t_start = 0
+    ckpt = None
+    if checkpoint is not None:
+        from sgmcmc.checkpoint import Checkpoint, tree_hash
+
+        ckpt = Checkpoint(
+            checkpoint,
+            {
+                "sampler": sampler.name,
+                "target": target.name,
+                "num_samples": num_samples,
+                "num_warmup": num_warmup,
+                "num_chains": num_chains,
+                "thin": thin,
+                "seed": np.asarray(jax.random.key_data(key)).tolist(),
+                "initial_positions": tree_hash(positions),
+                "state_structure": tree_hash(jax.tree.map(lambda x: np.zeros((), x.dtype), (states, adapt))),
+                "keep": None if keep_mask is None else hashlib.sha256(keep_mask.tobytes()).hexdigest(),
+                "reducers": sorted(reducers),
+                "keep_draws": keep_draws,
+            },
+        )
+        saved = ckpt.load({"states": states, "adapt": adapt, "accs": accs})
+        if saved is None:
+            ckpt.start()
+        else:
+            states, adapt, accs = (jax.device_put(saved[name]) for name in ("states", "adapt", "accs"))
+            t_start = saved["t"]
+            counters = {name: np.asarray(saved[name], np.int64) for name in counters}
+            template = jax.eval_shape(lambda: _chunk_template(states, sampler, data, chain_keys, keep_draws))
+            outputs = ckpt.read_chunks(saved["num_chunks"], template)
 
     try:
         from tqdm.auto import tqdm
@@ -398,7 +465,7 @@ def sample(
         tqdm = None
     bar = None
     if progress and tqdm is not None:
-        bar = tqdm(total=num_warmup + num_slots * thin, desc=f"{sampler.name}", unit="step", leave=True)
+        bar = tqdm(total=total_steps, initial=t_start, desc=f"{sampler.name}", unit="step", leave=True)
 
     # One chunk length per phase, independent of the run length (a short run
     # skips the surplus steps), bounded so a chunk of draws stays small.
@@ -417,14 +484,27 @@ def sample(
         num_compiled += new
         return compiled, chunk_len
 
-    def run_phase(first_step: int, num_steps: int, collect: bool, keep_draws: bool):
-        """Steps ``[first_step, first_step + num_steps)`` with the program that collects draws or not."""
+    reduce_fn = _reduce_program(reducers) if reducers else None
+
+    def handle_draws(t: int, out, valid: int) -> None:
+        """Reduce a sampling chunk's draws on the device, copy what is kept to the host, stream it to disk."""
+        nonlocal accs
+        if reduce_fn is not None:
+            slots = (t - num_warmup) // thin + np.arange(np.shape(jax.tree.leaves(out)[0])[0])
+            mask = np.arange(len(slots)) < valid
+            if keep_mask is not None:
+                mask &= keep_mask[np.minimum(slots, len(keep_mask) - 1)]
+            accs = reduce_fn(accs, out, jnp.asarray(mask))
+        kept = out if keep_draws else (None, out[1])
+        host = jax.tree.map(lambda x, v=valid: np.asarray(x[:v]), kept)
+        outputs.append(host)
+        if ckpt is not None:
+            ckpt.write_chunk(len(outputs) - 1, host)
+
+    def run_phase(first_step: int, stop: int, collect: bool, sampling: bool) -> float:
+        """Steps ``[first_step, stop)`` with the program that collects draws or not."""
         nonlocal states, adapt
         compiled, chunk_len = get_program(collect)
-        outputs = []
-        divergences = np.zeros(num_chains, np.int64)
-        grad_evals = np.zeros(num_chains, np.int64)
-        stop = first_step + num_steps
         t = first_step
         start = time.perf_counter()
         while t < stop:
@@ -432,31 +512,35 @@ def sample(
                 data, states, adapt, chain_keys, jnp.int32(t), jnp.int32(stop), jnp.int32(num_warmup)
             )
             steps = min(chunk_len * thin, stop - t)
-            if keep_draws:  # warmup draws of the adaptive program are dropped on the device
-                valid = steps // thin
-                outputs.append(jax.tree.map(lambda x, v=valid: np.asarray(x[:v]), out))
-            divergences += np.asarray(div)
-            grad_evals += np.asarray(ge)
+            if sampling:
+                handle_draws(t, out, steps // thin)
+                counters["sample_grads"] += np.asarray(ge)
+            else:  # warmup draws of the adaptive program are dropped on the device
+                counters["warm_div"] += np.asarray(div)
+                counters["warm_grads"] += np.asarray(ge)
             t += steps
+            if ckpt is not None:
+                ckpt.save({"states": states, "adapt": adapt, "accs": accs}, t=t, num_chunks=len(outputs), **counters)
             if bar is not None:
                 bar.update(steps)
+            if callback is not None:
+                callback(t)
         jax.block_until_ready(states)
-        return outputs, divergences, grad_evals, time.perf_counter() - start
+        return time.perf_counter() - start
 
     try:
-        warm_div = np.zeros(num_chains, np.int64)
-        warm_grads = np.zeros(num_chains, np.int64)
-        if num_warmup > 0:
+        if t_start < num_warmup:
             if bar is not None:
                 bar.set_description(f"{sampler.name} warmup")
             # The adaptive program is the sampling one; plain burn-in keeps no draws.
-            _, warm_div, warm_grads, timing["warmup_s"] = run_phase(0, num_warmup, adaptive, keep_draws=False)
+            timing["warmup_s"] = run_phase(t_start, num_warmup, adaptive, sampling=False)
         if bar is not None:
             bar.set_description(f"{sampler.name} sampling")
-        outputs, _, sample_grads, timing["sampling_s"] = run_phase(num_warmup, num_slots * thin, True, keep_draws=True)
+        timing["sampling_s"] = run_phase(max(t_start, num_warmup), total_steps, True, sampling=True)
     finally:
         if bar is not None:
             bar.close()
+    warm_div, warm_grads, sample_grads = (counters[k] for k in ("warm_div", "warm_grads", "sample_grads"))
 
     # (draw, chain, ...) chunks -> (chain, draw, ...)
     stacked = jax.tree.map(lambda *xs: np.swapaxes(np.concatenate(xs, axis=0), 0, 1), *outputs)
@@ -465,7 +549,8 @@ def sample(
     if keep_mask is not None:  # only the draws the collection policy keeps
         position, info = jax.tree.map(lambda x: x[:, keep_mask], (position, info))
         dropped_grads = sample_grads - np.sum(np.asarray(info.num_grad_evals, np.int64), axis=1)
-    samples = _constrain(target, position)
+    samples = _constrain(target, position) if keep_draws else None
+    reductions = {name: jax.tree.map(np.asarray, jax.vmap(r.finalize)(accs[name])) for name, r in reducers.items()}
 
     num_divergent = int(np.sum(info.is_divergent))
     if num_divergent:
@@ -492,7 +577,53 @@ def sample(
         timing=timing,
         num_compilations=num_compiled,
         dropped_grad_evals=dropped_grads,
+        reductions=reductions,
     )
+
+
+def _check_reducers(reducers) -> dict:
+    from sgmcmc.reducers import Reducer
+
+    if reducers is None:
+        return {}
+    if not isinstance(reducers, Mapping):
+        raise TypeError("reducers must be a mapping {name: sgmcmc.reducers.Reducer}.")
+    for name, reducer in reducers.items():
+        if not isinstance(name, str) or not isinstance(reducer, Reducer):
+            raise TypeError(f"reducers must map names to sgmcmc.reducers.Reducer objects; got {name!r}: {reducer!r}.")
+    return dict(reducers)
+
+
+_REDUCE_PROGRAMS: dict = {}
+
+
+def _reduce_program(reducers: dict):
+    """A jitted ``(accs, (position, info) chunk, row_mask) -> accs`` folding every masked row in (cached)."""
+    key = tuple(sorted(reducers.items(), key=lambda kv: kv[0]))
+    if key in _REDUCE_PROGRAMS:
+        return _REDUCE_PROGRAMS[key]
+
+    @jax.jit
+    def reduce_chunk(accs, out, mask):
+        def body(accs, row):
+            position, info, take = row
+            new = {name: jax.vmap(r.update)(accs[name], position, info) for name, r in reducers.items()}
+            return jax.tree.map(lambda a, b: jnp.where(take, a, b), new, accs), None
+
+        accs, _ = lax.scan(body, accs, (out[0], out[1], mask))
+        return accs
+
+    _REDUCE_PROGRAMS[key] = reduce_chunk
+    return reduce_chunk
+
+
+def _chunk_template(states, sampler, data, chain_keys, keep_draws: bool):
+    """Shapes of one kept draw row ``(position, info)`` with a leading draw axis (for reading chunk files)."""
+    bound = _bind(sampler, data)
+    keys = jax.vmap(noise.fold_in, in_axes=(0, None))(chain_keys, 0)
+    _, info = jax.vmap(bound.step)(keys, states)
+    position = states.position if keep_draws else None
+    return jax.tree.map(lambda x: x[None], (position, info))
 
 
 def _constrain(target: Target, position: PyTree) -> PyTree:
