@@ -71,7 +71,7 @@ __all__ = [
 
 _RHAT_METHODS = ("rank", "z_scale", "folded", "split", "identity")
 _ESS_METHODS = ("bulk", "tail", "mean", "sd")
-_DEFAULT_CHUNK = 4096
+_DEFAULT_CHUNK = 1024
 _RESOLUTION = float(np.finfo(np.float64).resolution)  # ArviZ's "constant series" threshold
 
 
@@ -103,27 +103,39 @@ def _split(v: np.ndarray) -> np.ndarray:
     return np.concatenate([v[:, :, :half], v[:, :, v.shape[2] - half :]], axis=1)
 
 
-def _twice_ranks(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Twice the average (1-based) ranks of each row of ``v`` (p, N), in place order, and the sorted rows.
+def _twice_ranks(v: np.ndarray) -> tuple[np.ndarray, Callable[[int], np.ndarray]]:
+    """Twice the average (1-based) ranks of each row of ``v`` (p, N), in place order, and order statistics.
 
     Ties share their mean rank (``scipy.stats.rankdata(method="average")``); twice
-    that is an integer. float32 rows are sorted as packed 64-bit keys
-    (order-preserving value bits << 32 | position), one ``np.sort`` instead of the
-    2-3x slower ``np.argsort``; float64 rows use ``np.argsort``.
+    that is an integer. float32 rows are sorted as packed 64-bit integer keys
+    (order-preserving value bits << 32 | position): one ``np.sort``, 2-3x faster
+    than ``np.argsort``; float64 rows use ``np.argsort``. The second value returned
+    maps ``k`` to the k-th smallest value (0-based) of every row.
     """
     p, n = v.shape
     v = v + v.dtype.type(0)  # -0.0 -> +0.0: ranked as equal, as scipy does
     if v.dtype == np.float32 and n < 2**31:
-        bits = np.ascontiguousarray(v).view(np.uint32)
-        key = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
-        packed = (key.astype(np.uint64) << np.uint64(32)) | np.arange(n, dtype=np.uint64)
+        bits = v.view(np.int32)
+        key = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))  # signed order of the floats (an involution)
+        packed = key.astype(np.int64)
+        packed <<= 32
+        packed |= np.arange(n, dtype=np.int64)
         packed.sort(axis=1)
-        order = (packed & np.uint64(0xFFFFFFFF)).astype(np.intp)
-        skey = (packed >> np.uint64(32)).astype(np.uint32)
-        sorted_v = np.where(skey >> np.uint32(31), skey & np.uint32(0x7FFFFFFF), ~skey).view(np.float32)
+        order = packed & np.int64(0xFFFFFFFF)
+        packed >>= 32
+        skey = packed
+
+        def order_stat(k: int) -> np.ndarray:
+            col = skey[:, k].astype(np.int32)
+            return (col ^ ((col >> 31) & np.int32(0x7FFFFFFF))).view(np.float32)
+
     else:
         order = np.argsort(v, axis=1)
-        skey = sorted_v = np.take_along_axis(v, order, axis=1)
+        skey = np.take_along_axis(v, order, axis=1)
+
+        def order_stat(k: int) -> np.ndarray:
+            return skey[:, k]
+
     pos = np.arange(n, dtype=np.int32)
     twice = np.broadcast_to(2 * pos + 2, (p, n))
     new = skey[:, 1:] != skey[:, :-1]  # a new value starts at position j + 1
@@ -141,7 +153,12 @@ def _twice_ranks(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         twice[rows] = start + end + 2
     out = np.empty((p, n), dtype=np.int32)
     np.put_along_axis(out, order, twice, axis=1)
-    return out, sorted_v
+    return out, order_stat
+
+
+def _sorted_order_stats(v: np.ndarray) -> Callable[[int], np.ndarray]:
+    s = np.sort(v, axis=1)
+    return lambda k: s[:, k]
 
 
 @functools.lru_cache(maxsize=32)
@@ -153,17 +170,15 @@ def _normal_scores(n: int) -> np.ndarray:
         return stats.norm.ppf((r - c) / (n - 2 * c + 1))
 
 
-def _type7_threshold(sorted_v: np.ndarray, prob: float) -> np.ndarray:
+def _type7_threshold(order_stat: Callable[[int], np.ndarray], n: int, prob: float) -> np.ndarray:
     """A data value t with ``{x <= q} == {x <= t}`` for q the type-7 ``prob`` quantile (scipy's mquantiles)."""
-    n = sorted_v.shape[1]
     m = 1.0 - prob  # alphap = betap = 1
     aleph = n * prob + m
     k = math.floor(min(max(aleph, 1), n - 1))
     gamma = min(max(aleph - k, 0.0), 1.0)
-    lo = sorted_v[:, k - 1].astype(np.float64)
-    hi = sorted_v[:, k].astype(np.float64)
-    q = (1.0 - gamma) * lo + gamma * hi
-    return np.where(q >= hi, sorted_v[:, k], sorted_v[:, k - 1])
+    lo, hi = order_stat(k - 1), order_stat(k)
+    q = (1.0 - gamma) * lo.astype(np.float64) + gamma * hi.astype(np.float64)
+    return np.where(q >= hi, hi, lo)
 
 
 # -- device side: R-hat, autocovariance, Geyer ---------------------------------------------------
@@ -286,23 +301,23 @@ def _host_chunk(v: np.ndarray, needs: set[str], prob: tuple[float, float]) -> di
     split = _split(v)
     shape = split.shape
     inputs: dict[str, np.ndarray] = {}
-    sorted_split = None
+    order_stat = None
+    n_split = shape[1] * shape[2]
     if "bulk_ranks" in needs or "fold_ranks" in needs:
-        ranks, sorted_split = _twice_ranks(split.reshape(p, -1))
+        ranks, order_stat = _twice_ranks(split.reshape(p, -1))
         if "bulk_ranks" in needs:
             inputs["bulk_ranks"] = ranks.reshape(shape)
     if "fold_ranks" in needs:
-        half = sorted_split.shape[1] // 2  # an even count: 2 * chain * (draw // 2)
-        median = (sorted_split[:, half - 1] + sorted_split[:, half]) / v.dtype.type(2)  # as np.median
+        half = n_split // 2  # an even count: 2 * chain * (draw // 2)
+        median = (order_stat(half - 1) + order_stat(half)) / v.dtype.type(2)  # as np.median
         folded = np.abs(split - median[:, None, None])
         inputs["fold_ranks"] = _twice_ranks(folded.reshape(p, -1))[0].reshape(shape)
     if "lower" in needs:
-        if sorted_split is not None and d % 2 == 0:
-            sorted_all = sorted_split  # the same multiset of draws
-        else:
-            sorted_all = np.sort(v.reshape(p, -1), axis=1)
+        if order_stat is None or d % 2:
+            order_stat = _sorted_order_stats(v.reshape(p, -1))
+        # with an even draw count the split draws are the same multiset as all draws
         for key, q in zip(("lower", "upper"), prob):
-            threshold = _type7_threshold(sorted_all, q)
+            threshold = _type7_threshold(order_stat, v.shape[1] * d, q)
             inputs[key] = split <= threshold[:, None, None]
     if "split" in needs:
         inputs["split"] = split
