@@ -50,9 +50,12 @@ non-finite draws and arrays with fewer than 2 dimensions raise ``ValueError``.
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import jax
@@ -72,6 +75,7 @@ __all__ = [
 _RHAT_METHODS = ("rank", "z_scale", "folded", "split", "identity")
 _ESS_METHODS = ("bulk", "tail", "mean", "sd")
 _DEFAULT_CHUNK = 1024
+_HOST_THREADS = min(2, os.cpu_count() or 1)
 _RESOLUTION = float(np.finfo(np.float64).resolution)  # ArviZ's "constant series" threshold
 
 
@@ -349,13 +353,24 @@ def _compute(arr: np.ndarray, want: tuple[str, ...], chunk_size: int, dtype, pro
     size = -(-num // num_chunks) if num else 0
     n_split = 2 * c * (d // 2)
     results: list[dict[str, jax.Array]] = []
-    with jax.enable_x64(compute_dtype == np.float64):
+
+    def prepare(start: int) -> dict[str, np.ndarray]:
+        v = np.ascontiguousarray(np.moveaxis(flat[:, :, start : start + size], 2, 0))
+        if v.shape[0] < size:  # one compiled shape for all chunks
+            v = np.concatenate([v, np.zeros((size - v.shape[0], c, d), v.dtype)])
+        return _host_chunk(v, needs, prob)
+
+    starts = list(range(0, num, max(size, 1)))
+    workers = max(1, min(_HOST_THREADS, len(starts)))
+    # NumPy's sort releases the GIL: rank the next chunks on other threads (at most
+    # ``workers`` chunks in flight, so memory stays bounded) while XLA runs this one.
+    with jax.enable_x64(compute_dtype == np.float64), ThreadPoolExecutor(workers) as pool:
         table = jnp.asarray(_normal_scores(n_split), dtype=compute_dtype)
-        for start in range(0, num, max(size, 1)):
-            v = np.ascontiguousarray(np.moveaxis(flat[:, :, start : start + size], 2, 0))
-            if v.shape[0] < size:  # one compiled shape for all chunks
-                v = np.concatenate([v, np.zeros((size - v.shape[0], c, d), v.dtype)])
-            inputs = _host_chunk(v, needs, prob)
+        pending = collections.deque(pool.submit(prepare, st) for st in starts[:workers])
+        for i in range(len(starts)):
+            inputs = pending.popleft().result()
+            if i + workers < len(starts):
+                pending.append(pool.submit(prepare, starts[i + workers]))
             results.append(_device_chunk(table, {k: jnp.asarray(a) for k, a in inputs.items()}, device_want))
     merged = {
         name: (np.concatenate([np.asarray(r[name]) for r in results])[:num] if results else np.zeros(0)).astype(
