@@ -66,7 +66,9 @@ The gradient is biased (it is the gradient of another function); it is a tool
 for reparameterised objectives, not for a latent site that an MCMC sampler
 moves (such a site is set by the sampler from an unconstrained value, never
 sampled). Its ``log_prob(value, intermediates)`` is the Concrete density of
-the soft sample that NumPyro records as the site's intermediates.
+the soft sample that NumPyro records as the site's intermediates; a hard value
+given without them (e.g. replayed from another trace) has no soft sample, and
+its ``log_prob`` (the density at a vertex, clipped) means nothing.
 
 **Temperature annealing** during training (Jang et al.'s
 ``max(tau_min, tau_0 exp(-r t))``) is :func:`sgmcmc.schedules.exponential_annealing`.
@@ -169,7 +171,9 @@ def _categorical_params(probs, logits, name: str) -> tuple[jax.Array, jax.Array 
                 f"probs must lie on the simplex: each vector along the last axis must sum to 1 "
                 f"(within {tol:.1e}); got a sum of {worst!r}. Normalise, or pass logits= instead."
             )
-    return jnp.log(value), value
+    # A zero probability becomes the logit log(tiny): finite, so NumPyro's (default-on)
+    # argument validation accepts it, and the category is never drawn.
+    return jnp.log(jnp.maximum(value, jnp.finfo(value.dtype).tiny)), value
 
 
 def _bernoulli_params(probs, logits, name: str) -> tuple[jax.Array, jax.Array | None]:
@@ -186,7 +190,8 @@ def _bernoulli_params(probs, logits, name: str) -> tuple[jax.Array, jax.Array | 
             raise ValueError(f"probs must lie in [0, 1], got values in [{host.min()}, {host.max()}].")
     if probs is None:
         return value, None
-    return jnp.log(value) - jnp.log1p(-value), value
+    clipped = clamp_probs(value)  # probs 0 and 1 give finite logits, as in NumPyro
+    return jnp.log(clipped) - jnp.log1p(-clipped), value
 
 
 def _check_bool(value, name: str) -> bool:
@@ -302,7 +307,8 @@ class RelaxedOneHotCategorical(_Relaxed):
         temperature: ``tau > 0``, a float or an array broadcasting against the
             batch shape.
         probs: category probabilities on the simplex along the last axis
-            (``K >= 2``); or
+            (``K >= 2``; a probability 0 is given the logit ``log(tiny)``,
+            so that category is never drawn); or
         logits: unnormalised log-probabilities (exactly one of the two).
         straight_through: return the hard one-hot of the argmax in the
             forward pass with the soft sample's gradient (see the module
@@ -445,7 +451,8 @@ class RelaxedBernoulli(_Relaxed):
 
     Args:
         temperature: ``tau > 0``.
-        probs: probability of 1, in ``[0, 1]``; or
+        probs: probability of 1, in ``[0, 1]`` (clipped to ``[tiny, 1 - eps]``
+            for the logit); or
         logits: its log-odds (exactly one of the two).
         straight_through: sample ``1[x > 1/2]`` forward with the soft gradient.
         validate_args: NumPyro's value validation in ``log_prob``.
