@@ -49,6 +49,16 @@ from sgmcmc.target import Target
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # sgmcmc.relaxed imports numpyro.distributions (0.3-0.6 s): loaded on first use.
+    if name == "relaxed":
+        import importlib
+
+        return importlib.import_module("sgmcmc.relaxed")
+    raise AttributeError(f"module 'sgmcmc' has no attribute {name!r}")
+
+
 __all__ = [
     "Target",
     "Sampler",
@@ -69,6 +79,7 @@ __all__ = [
     "flow_mh",
     "neutra",
     "flows",
+    "relaxed",
     "fit_swag",
     "SWAGPosterior",
     "iterate_average",
