@@ -86,13 +86,13 @@ def run_sgd_point(target, args, runs):
     return result.samples, result
 
 
-def run_constant_sgd(target, args, runs):
+def burn_in_then_draws(sampler, args, runs):
+    """Half the budget as warmup/burn-in, then ``args.draws`` draws in all, evenly thinned over the other half."""
     half = args.steps // 2
     thin = max(1, (args.steps - half) // args.draws)
-    sampler = sgmcmc.constant_sgd(target, "optimal", batch_size=args.batch_size, momentum=0.9, stability="clip")
     result = sgmcmc.sample(
         sampler,
-        num_samples=args.draws // runs,
+        num_samples=max(1, args.draws // runs),
         num_warmup=half,
         thin=thin * runs,
         num_chains=runs,
@@ -101,25 +101,18 @@ def run_constant_sgd(target, args, runs):
         progress=False,
     )
     return result.samples, result
+
+
+def run_constant_sgd(target, args, runs):
+    sampler = sgmcmc.constant_sgd(target, "optimal", batch_size=args.batch_size, momentum=0.9, stability="clip")
+    return burn_in_then_draws(sampler, args, runs)
 
 
 def run_constant_sgd_preconditioned(target, args, runs):
-    half = args.steps // 2
-    thin = max(1, (args.steps - half) // args.draws)
     sampler = sgmcmc.constant_sgd(
         target, "optimal", batch_size=args.batch_size, momentum=0.9, preconditioner="optimal", stability="clip"
     )
-    result = sgmcmc.sample(
-        sampler,
-        num_samples=args.draws // runs,
-        num_warmup=half,
-        thin=thin * runs,
-        num_chains=runs,
-        seed=args.seed,
-        initial_position=starts(runs, args.seed),
-        progress=False,
-    )
-    return result.samples, result
+    return burn_in_then_draws(sampler, args, runs)
 
 
 def run_swag(target, args, runs):
@@ -140,38 +133,13 @@ def run_swag(target, args, runs):
 
 
 def run_sgld(target, args, runs):
-    half = args.steps // 2
-    thin = max(1, (args.steps - half) // args.draws)
-    sampler = sgmcmc.sgld(target, args.sgld_step, batch_size=args.batch_size)
-    result = sgmcmc.sample(
-        sampler,
-        num_samples=args.draws,
-        num_warmup=half,
-        thin=thin,
-        num_chains=runs,
-        seed=args.seed,
-        initial_position=starts(runs, args.seed),
-        progress=False,
-    )
-    return result.samples, result
+    return burn_in_then_draws(sgmcmc.sgld(target, args.sgld_step, batch_size=args.batch_size), args, runs)
 
 
 def run_sghmc(target, args, runs):
-    half = args.steps // 2
-    thin = max(1, (args.steps - half) // args.draws)
     s = sgmcmc.convert.sghmc_from_sgd(args.sghmc_lr, 0.9, target.num_data)
     sampler = sgmcmc.sghmc(target, s.step_size, friction=s.friction, batch_size=args.batch_size)
-    result = sgmcmc.sample(
-        sampler,
-        num_samples=args.draws,
-        num_warmup=half,
-        thin=thin,
-        num_chains=runs,
-        seed=args.seed,
-        initial_position=starts(runs, args.seed),
-        progress=False,
-    )
-    return result.samples, result
+    return burn_in_then_draws(sampler, args, runs)
 
 
 METHODS = {
