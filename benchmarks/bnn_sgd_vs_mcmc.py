@@ -72,7 +72,7 @@ def timed(fn):
 
 
 def run_sgd_point(target, args, runs):
-    schedule = optax.cosine_decay_schedule(args.sgd_lr, args.steps)
+    schedule = optax.cosine_decay_schedule(args.sgd_lr, args.steps, alpha=1e-3)  # never exactly 0
     sampler = sgmcmc.constant_sgd(target, schedule, batch_size=args.batch_size, momentum=0.9)
     result = sgmcmc.sample(
         sampler,
