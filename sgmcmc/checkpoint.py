@@ -3,8 +3,9 @@
 Layout (all NumPy ``.npz``, no pickles):
 
 * ``meta.json``: the format and the run's fingerprint (sampler, target,
-  settings, seed, a hash of the initial positions and of the state's
-  structure); a later call resumes only when every entry matches;
+  settings, seed, hashes of the initial positions, of the target's data and
+  of the state's structure); a later call resumes only when every entry
+  matches (a checkpoint is never continued on other data);
 * ``state.npz``: the sampler states, the warmup state, reducer accumulators,
   the next step index and the per-chain counters, replaced atomically
   (written to a temporary file, then renamed) after every chunk;

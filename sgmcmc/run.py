@@ -443,6 +443,7 @@ def sample(
                 "thin": thin,
                 "seed": np.asarray(jax.random.key_data(key)).tolist(),
                 "initial_positions": tree_hash(positions),
+                "data": tree_hash(data),
                 "state_structure": tree_hash(jax.tree.map(lambda x: np.zeros((), x.dtype), (states, adapt))),
                 "keep": None if keep_mask is None else hashlib.sha256(keep_mask.tobytes()).hexdigest(),
                 "reducers": sorted(reducers),

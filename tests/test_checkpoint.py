@@ -91,6 +91,19 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
     with pytest.raises(ValueError, match="seed"):
         sgmcmc.sample(sampler, num_samples=10, num_chains=2, seed=1, progress=False, checkpoint=tmp_path)
 
+    # Same model and shapes, other data: refused too.
+    def loglik(p, batch):
+        return -0.5 * (batch["y"] - p["x"][0]) ** 2
+
+    def data_sampler(y):
+        target = sgmcmc.Target.from_data(lambda p: -0.5 * jnp.sum(p["x"] ** 2), loglik, {"y": y}, {"x": jnp.zeros(3)})
+        return sgmcmc.sgld(target, 0.01)
+
+    other = tmp_path / "data"
+    sgmcmc.sample(data_sampler(np.zeros(5, np.float32)), num_samples=5, seed=0, progress=False, checkpoint=other)
+    with pytest.raises(ValueError, match="data"):
+        sgmcmc.sample(data_sampler(np.ones(5, np.float32)), num_samples=5, seed=0, progress=False, checkpoint=other)
+
 
 def test_reducers_match_the_draws_and_keep_draws_false_keeps_none():
     target = gaussian_target()
