@@ -401,15 +401,12 @@ def _fingerprint_program(target: Target, logits_fn):
 
 def _summaries(result, class_log_probs: np.ndarray) -> dict:
     """R-hat / bulk ESS of the log density and of the function-space quantities, and NUTS statistics."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*", category=FutureWarning)
-        import arviz as az
+    from sgmcmc.diagnostics.convergence import ess, rhat
 
     def rhat_ess(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ds = az.convert_to_dataset({"v": np.asarray(values, np.float64)})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # constant series give NaN
-            return np.atleast_1d(az.rhat(ds)["v"].values), np.atleast_1d(az.ess(ds, method="bulk")["v"].values)
+        # sgmcmc's chunked diagnostics: equal to az.rhat / az.ess(method="bulk"), NaN for constant series.
+        values = np.asarray(values, np.float64)
+        return np.atleast_1d(rhat(values)), np.atleast_1d(ess(values, method="bulk"))
 
     info = result.info
     lp_rhat, lp_ess = rhat_ess(np.asarray(info.logdensity))
