@@ -26,6 +26,17 @@ density, its gradient and the number of gradient evaluations it spent.
   data in chunks of ``chunk_size`` examples so that the per-example
   activations of all N examples never live in memory at once.
 
+Data parallelism: when the target's data are a :class:`sgmcmc.sharding.ShardedData`
+(``sgmcmc.sample(..., mesh=...)`` with a ``"data"`` axis), :func:`full_batch`
+and :func:`minibatch` compute the log-likelihood sums inside a ``shard_map``,
+each device over its own rows, added by one ``psum``, and differentiate from
+outside it (JAX then sums the replicated parameter's gradient over the
+devices once; see :mod:`sgmcmc.sharding`); :func:`minibatch` draws a
+stratified minibatch (``batch_size / S`` rows from each of the ``S`` data
+devices, same expectation). Estimators that need all rows in one place
+(:func:`take_batch` of global indices, :func:`full_data_gradient`,
+:func:`control_variate`) refuse sharded data.
+
 One "gradient evaluation" is one call of the gradient of the estimator's
 objective: over all N examples for :func:`full_batch`, over ``batch_size``
 examples for :func:`minibatch` (``GradientEstimator.batch_size`` says which).
@@ -41,7 +52,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from sgmcmc import noise
+from sgmcmc import noise, sharding
 from sgmcmc._tree import PyTree
 from sgmcmc.target import Target
 
@@ -86,7 +97,17 @@ class GradientEstimator(NamedTuple):
 
 def take_batch(data: PyTree, indices: jax.Array) -> PyTree:
     """Rows ``indices`` of every leaf of ``data``."""
+    _refuse_sharded(data, "take_batch (rows at global indices)")
     return jax.tree.map(lambda x: jnp.take(x, indices, axis=0), data)
+
+
+def _refuse_sharded(data, what: str) -> None:
+    if isinstance(data, sharding.ShardedData):
+        raise ValueError(
+            f"{what} needs all {data.num_data} examples in one place, but they are sharded over the mesh's "
+            f"{data.axis!r} axis; use a sampler whose gradients come from sgmcmc.gradients.minibatch or full_batch "
+            f"(SGLD, pSGLD, SGHMC, SGNHT, BAOAB, HMC, ...) or run without a {data.axis!r} axis."
+        )
 
 
 def _batch_size(batch: PyTree) -> int:
@@ -102,6 +123,9 @@ def _batch_size(batch: PyTree) -> int:
 
 def _scaled_logdensity(target: Target, position: PyTree, batch: PyTree) -> jax.Array:
     n = _batch_size(batch)
+    if isinstance(target.data, sharding.ShardedData):  # each data device takes n / S of the rows
+        loglik = sharding.unguarded_loglik(target)
+        return target.logprior_fn(position) + sharding.batch_loglik_sum(loglik, position, target.data, batch)
     scale = target.num_data / n
     return target.logprior_fn(position) + scale * jnp.sum(target.loglik_fn(position, batch))
 
@@ -144,9 +168,13 @@ def minibatch(target: Target, batch_size: int) -> GradientEstimator:
 
     Indices are drawn with replacement inside the compiled step (see the
     module docstring). Requires a data-driven target
-    (:meth:`sgmcmc.Target.from_data`).
+    (:meth:`sgmcmc.Target.from_data`). Over data sharded on ``S`` devices the
+    minibatch is stratified (``batch_size / S`` rows per device, see
+    :mod:`sgmcmc.sharding`) and ``batch_size`` must be a multiple of ``S``.
     """
     check_minibatch(target, batch_size)
+    if isinstance(target.data, sharding.ShardedData):
+        return _data_parallel_minibatch(target, batch_size)
 
     def objective(position, batch):
         return _scaled_logdensity(target, position, batch)
@@ -158,6 +186,39 @@ def minibatch(target: Target, batch_size: int) -> GradientEstimator:
             indices = noise.uniform_indices(key, batch_size, target.num_data)
             batch = take_batch(target.data, indices)
         value, grad = value_and_grad(position, batch)
+        return GradientEstimate(value, grad, jnp.asarray(1, jnp.int32))
+
+    return GradientEstimator(estimate, batch_size, target.num_data, True)
+
+
+def _data_parallel_minibatch(target: Target, batch_size: int) -> GradientEstimator:
+    """:func:`minibatch` over sharded data: a stratified batch, each device summing its stratum's rows.
+
+    The objective is a ``shard_map`` whose one ``psum`` adds the devices'
+    partial sums; ``value_and_grad`` is taken outside it, where JAX's
+    transpose sums the replicated position's gradient over the devices once.
+    Never ``psum`` a gradient computed inside the ``shard_map``: it is already
+    summed there, and would be counted ``S`` times.
+    """
+    data = target.data
+    if batch_size % data.num_shards:
+        raise ValueError(
+            f"batch_size={batch_size} must be a multiple of the {data.num_shards} devices of the mesh's "
+            f"{data.axis!r} axis (each device draws batch_size / {data.num_shards} of its own examples)."
+        )
+    loglik = sharding.unguarded_loglik(target)
+
+    def objective(position, key):
+        return target.logprior_fn(position) + sharding.stratified_loglik_sum(loglik, position, data, key, batch_size)
+
+    value_and_grad = jax.value_and_grad(objective)
+    batch_value_and_grad = jax.value_and_grad(lambda p, b: _scaled_logdensity(target, p, b))
+
+    def estimate(key, position, batch=None):
+        if batch is None:
+            value, grad = value_and_grad(position, key)
+        else:
+            value, grad = batch_value_and_grad(position, batch)
         return GradientEstimate(value, grad, jnp.asarray(1, jnp.int32))
 
     return GradientEstimator(estimate, batch_size, target.num_data, True)
@@ -206,6 +267,7 @@ def full_data_gradient(
     """
     if not target.is_data_driven:
         raise ValueError(f"target {target.name!r} has no per-example likelihood; a full-data gradient needs data.")
+    _refuse_sharded(target.data, "full_data_gradient (chunked pass, control-variate centre)")
     n_data = int(target.num_data)
     size = n_data if chunk_size is None else min(int(chunk_size), n_data)
     count = num_chunks(n_data, size)
@@ -265,6 +327,7 @@ def control_variate(target: Target, batch_size: int, cv: ControlVariate) -> Grad
     ``theta`` and at the centre, on the same batch): ``num_grad_evals`` is 2.
     """
     check_minibatch(target, batch_size, "control-variate gradients")
+    _refuse_sharded(target.data, "control_variate")
     value_and_grad = jax.value_and_grad(lambda p, b: _scaled_logdensity(target, p, b))
 
     def estimate(key, position, batch=None):

@@ -27,6 +27,13 @@ the kept draws to ``dir`` (:mod:`sgmcmc.checkpoint`); the same call resumes a
 stopped run with bit-identical draws. ``reducers=`` fold every kept draw into
 running statistics on the device (:mod:`sgmcmc.reducers`), and
 ``keep_draws=False`` then keeps memory flat.
+
+Several devices and hosts: ``mesh=`` (a :class:`jax.sharding.Mesh` with axes
+``"chains"`` and/or ``"data"``, e.g. :func:`sgmcmc.sharding.make_mesh`) runs
+the same programs with their inputs and outputs laid out on the mesh: the
+chains split over the ``"chains"`` axis (same draws as on one device), the
+data of a data-driven target split over the ``"data"`` axis
+(:mod:`sgmcmc.sharding`, ``docs/scaling.md``).
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from sgmcmc import noise
+from sgmcmc import noise, sharding
 from sgmcmc._tree import PyTree
 from sgmcmc.reducers import Reducer
 from sgmcmc.result import SampleResult
@@ -123,17 +130,30 @@ def _signature(args) -> tuple:
     return treedef, tuple(jax.typeof(x) for x in leaves)
 
 
-def _get_compiled(name: str, fn, static: tuple, args: tuple):
+def _get_compiled(name: str, fn, static: tuple, args: tuple, layout: tuple | None = None):
     """A compiled executable of ``fn(*args)`` for these static values and avals, cached.
+
+    ``layout = (mesh, num_chains, chain_axes)``: the arguments are global
+    arrays already placed on ``mesh``, and output ``i`` is split on the
+    ``"chains"`` axis along its axis ``chain_axes[i]`` where that axis has
+    ``num_chains`` entries (replicated otherwise).
 
     Returns ``(compiled, seconds_spent_compiling, newly_compiled)``.
     """
-    key = (name, static, _signature(args))
+    key = (name, static, _signature(args), None if layout is None else (layout[0], layout[1]))
     if key in _COMPILED:
         _COMPILED.move_to_end(key)
         return _COMPILED[key], 0.0, False
     start = time.perf_counter()
-    compiled = jax.jit(fn).trace(*args).lower().compile()
+    if layout is None:
+        jitted = jax.jit(fn)
+    else:
+        mesh, num_chains, chain_axes = layout
+        shapes = jax.eval_shape(fn, *args)
+        out_shardings = tuple(sharding.chain_shardings(x, mesh, num_chains, a) for x, a in zip(shapes, chain_axes))
+        in_shardings = jax.tree.map(lambda x: x.sharding, args)
+        jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings)
+    compiled = jitted.trace(*args).lower().compile()
     seconds = time.perf_counter() - start
     _COMPILED[key] = compiled
     while len(_COMPILED) > _CACHE_SIZE:
@@ -145,7 +165,7 @@ def _bind(sampler: Sampler, data: PyTree) -> Sampler:
     """The sampler over traced ``data`` (or itself when it cannot be rebuilt)."""
     if sampler.rebuild is None or sampler.target is None:
         return sampler
-    return sampler.rebuild(sampler.target.with_data(data))
+    return sampler.rebuild(sharding.with_data(sampler.target, data))
 
 
 def _reduce_block(infos):
@@ -328,6 +348,7 @@ def sample(
     keep_draws: bool = True,
     checkpoint: str | os.PathLike | None = None,
     callback: Callable[[int], None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> SampleResult:
     """Run ``num_chains`` chains of ``sampler`` and return their draws.
 
@@ -370,6 +391,17 @@ def sample(
             uninterrupted run (a finished run is returned without sampling).
         callback: ``callback(steps_done)`` after every chunk (after the
             checkpoint is written); an exception it raises stops the run.
+        mesh: a :class:`jax.sharding.Mesh` with axes ``"chains"`` and/or
+            ``"data"`` (:func:`sgmcmc.sharding.make_mesh`), over the devices
+            of one process or, after ``jax.distributed.initialize``, of
+            several (every process then makes the same call and gets all the
+            draws). The chains are split over ``"chains"``: same programs,
+            same draws as on one device; ``num_chains`` must be a multiple of
+            its size. A ``"data"`` axis splits a data-driven target's
+            examples into one stratum per device: gradients are computed
+            data-parallel (one all-reduce per step), minibatches are
+            stratified, so draws depend on the ``"data"`` axis size
+            (:mod:`sgmcmc.sharding`). ``None``: the default device.
 
     Returns:
         A :class:`~sgmcmc.result.SampleResult`.
@@ -404,11 +436,37 @@ def sample(
         raise TypeError("callback must be a function steps_done -> None.")
     keep_mask = _keep_mask(keep, num_samples, num_warmup, thin)
     num_slots = num_samples if keep_mask is None else len(keep_mask)
+    if mesh is not None:
+        mesh = sharding.check_mesh(mesh, num_chains, target)
+        if checkpoint is not None and jax.process_count() > 1:
+            raise ValueError("checkpoint= is not supported with several processes; run without it.")
 
     key_init, key_run = jax.random.split(key)
     positions = _initial_positions(target, initial_position, num_chains, key_init)
     chain_keys = jax.random.split(key_run, num_chains)
     data = target.data
+    layout = None
+    to_host = np.asarray
+
+    def put(x):  # a host value or a local array on every device of the mesh (replicated)
+        return x
+
+    if mesh is not None:
+        layout = (mesh, num_chains, (0, 0, 0, 0, 1))
+        to_host = sharding.to_host
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+        def put(x):
+            return sharding.place(x, replicated)
+
+        def put_chains(tree):
+            return jax.tree.map(sharding.place, tree, sharding.chain_shardings(tree, mesh, num_chains))
+
+        if sharding.data_parallel(mesh):
+            data = sharding.shard_data(data, mesh)
+        else:
+            data = jax.tree.map(put, data)
+        positions, chain_keys = put_chains((positions, chain_keys))
 
     timing = {"compile_s": 0.0, "warmup_s": 0.0, "sampling_s": 0.0}
     num_compiled = 0
@@ -418,7 +476,7 @@ def sample(
     adaptive = num_warmup > 0 and getattr(sampler, "warmup", None) is not None
     adapt_warmup = num_warmup if adaptive else 0
     init_fn, seconds, new = _get_compiled(
-        "init", _make_init_fn(sampler, adapt_warmup), (sampler, adapt_warmup), (data, positions)
+        "init", _make_init_fn(sampler, adapt_warmup), (sampler, adapt_warmup), (data, positions), layout
     )
     timing["compile_s"] += seconds
     num_compiled += new
@@ -443,18 +501,20 @@ def sample(
                 "thin": thin,
                 "seed": np.asarray(jax.random.key_data(key)).tolist(),
                 "initial_positions": tree_hash(positions),
-                "data": tree_hash(data),
+                "data": tree_hash(target.data),
                 "state_structure": tree_hash(jax.tree.map(lambda x: np.zeros((), x.dtype), (states, adapt))),
                 "keep": None if keep_mask is None else hashlib.sha256(keep_mask.tobytes()).hexdigest(),
                 "reducers": sorted(reducers),
                 "keep_draws": keep_draws,
+                **({"data_shards": data.num_shards} if sharding.data_parallel(mesh) else {}),
             },
         )
         saved = ckpt.load({"states": states, "adapt": adapt, "accs": accs})
         if saved is None:
             ckpt.start()
         else:
-            states, adapt, accs = (jax.device_put(saved[name]) for name in ("states", "adapt", "accs"))
+            put_saved = jax.device_put if mesh is None else put_chains
+            states, adapt, accs = (put_saved(saved[name]) for name in ("states", "adapt", "accs"))
             t_start = saved["t"]
             counters = {name: np.asarray(saved[name], np.int64) for name in counters}
             template = jax.eval_shape(lambda: _chunk_template(states, sampler, data, chain_keys, keep_draws))
@@ -465,7 +525,7 @@ def sample(
     except ImportError:  # pragma: no cover - tqdm is a core dependency
         tqdm = None
     bar = None
-    if progress and tqdm is not None:
+    if progress and tqdm is not None and jax.process_index() == 0:
         bar = tqdm(total=total_steps, initial=t_start, desc=f"{sampler.name}", unit="step", leave=True)
 
     # One chunk length per phase, independent of the run length (a short run
@@ -479,8 +539,8 @@ def sample(
         chunk_len = sample_chunk if collect else chunk_size
         fn = _make_chunk_fn(sampler, chunk_len, thin, collect, adaptive)
         static = (sampler, chunk_len, thin, collect, adaptive)
-        args = (data, states, adapt, chain_keys, jnp.int32(0), jnp.int32(0), jnp.int32(num_warmup))
-        compiled, seconds, new = _get_compiled("chunk", fn, static, args)
+        args = (data, states, adapt, chain_keys, put(jnp.int32(0)), put(jnp.int32(0)), put(jnp.int32(num_warmup)))
+        compiled, seconds, new = _get_compiled("chunk", fn, static, args, layout)
         timing["compile_s"] += seconds
         num_compiled += new
         return compiled, chunk_len
@@ -495,9 +555,9 @@ def sample(
             mask = np.arange(len(slots)) < valid
             if keep_mask is not None:
                 mask &= keep_mask[np.minimum(slots, len(keep_mask) - 1)]
-            accs = reduce_fn(accs, out, jnp.asarray(mask))
+            accs = reduce_fn(accs, out, put(jnp.asarray(mask)))
         kept = out if keep_draws else (None, out[1])
-        host = jax.tree.map(lambda x, v=valid: np.asarray(x[:v]), kept)
+        host = jax.tree.map(lambda x, v=valid: to_host(x[:v]), kept)
         outputs.append(host)
         if ckpt is not None:
             ckpt.write_chunk(len(outputs) - 1, host)
@@ -510,15 +570,15 @@ def sample(
         start = time.perf_counter()
         while t < stop:
             states, adapt, div, ge, out = compiled(
-                data, states, adapt, chain_keys, jnp.int32(t), jnp.int32(stop), jnp.int32(num_warmup)
+                data, states, adapt, chain_keys, put(jnp.int32(t)), put(jnp.int32(stop)), put(jnp.int32(num_warmup))
             )
             steps = min(chunk_len * thin, stop - t)
             if sampling:
                 handle_draws(t, out, steps // thin)
-                counters["sample_grads"] += np.asarray(ge)
+                counters["sample_grads"] += to_host(ge)
             else:  # warmup draws of the adaptive program are dropped on the device
-                counters["warm_div"] += np.asarray(div)
-                counters["warm_grads"] += np.asarray(ge)
+                counters["warm_div"] += to_host(div)
+                counters["warm_grads"] += to_host(ge)
             t += steps
             if ckpt is not None:
                 ckpt.save({"states": states, "adapt": adapt, "accs": accs}, t=t, num_chunks=len(outputs), **counters)
@@ -551,7 +611,9 @@ def sample(
         position, info = jax.tree.map(lambda x: x[:, keep_mask], (position, info))
         dropped_grads = sample_grads - np.sum(np.asarray(info.num_grad_evals, np.int64), axis=1)
     samples = _constrain(target, position) if keep_draws else None
-    reductions = {name: jax.tree.map(np.asarray, jax.vmap(r.finalize)(accs[name])) for name, r in reducers.items()}
+    reductions = {name: jax.tree.map(to_host, jax.vmap(r.finalize)(accs[name])) for name, r in reducers.items()}
+    if jax.process_count() > 1 and mesh is not None:  # every process gets the whole final state
+        states = jax.tree.map(to_host, states)
 
     num_divergent = int(np.sum(info.is_divergent))
     if num_divergent:
