@@ -31,7 +31,7 @@ running statistics on the device (:mod:`sgmcmc.reducers`), and
 Several devices and hosts: ``mesh=`` (a :class:`jax.sharding.Mesh` with axes
 ``"chains"`` and/or ``"data"``, e.g. :func:`sgmcmc.sharding.make_mesh`) runs
 the same programs with their inputs and outputs laid out on the mesh: the
-chains split over the ``"chains"`` axis (same draws as on one device), the
+chains split over the ``"chains"`` axis (the draws of one device), the
 data of a data-driven target split over the ``"data"`` axis
 (:mod:`sgmcmc.sharding`, ``docs/scaling.md``).
 """
@@ -396,8 +396,10 @@ def sample(
             of one process or, after ``jax.distributed.initialize``, of
             several (every process then makes the same call and gets all the
             draws). The chains are split over ``"chains"``: same programs,
-            same draws as on one device; ``num_chains`` must be a multiple of
-            its size. A ``"data"`` axis splits a data-driven target's
+            same keys, the draws of the one-device run (up to float rounding
+            where XLA compiles a smaller per-device batch differently, see
+            :mod:`sgmcmc.sharding`); ``num_chains`` must be a multiple of its
+            size. A ``"data"`` axis splits a data-driven target's
             examples into one stratum per device: gradients are computed
             data-parallel (one all-reduce per step), minibatches are
             stratified, so draws depend on the ``"data"`` axis size

@@ -10,7 +10,14 @@ Two kinds of parallelism, one mesh with two named axes (see ``docs/scaling.md``)
   Independent chains exchange nothing, so the compiled step has no
   collective; an adaptation that pools chains (ChEES) gets the cross-device
   reductions it needs from the partitioner, with the same semantics as on one
-  device.
+  device. Keys and arithmetic per chain are those of the one-device run, so
+  the draws are the same; bit for bit where XLA compiles a chain's arithmetic
+  the same way for the smaller per-device batch (HMC and SGLD in the tests),
+  otherwise to float rounding: XLA:CPU rounds a batched matrix product
+  differently for 4, 2 or 1 chains (measured on one device too: a few ulps
+  of an MLP gradient), and NUTS' warmup adaptation differed by ~1 ulp in a
+  step size (identical with ``--xla_backend_optimization_level=0``), which
+  a chain then carries forward.
 * ``"data"``: the examples of a data-driven target
   (:meth:`sgmcmc.Target.from_data`) are split into ``S`` contiguous *strata*
   (``S`` = the size of the ``"data"`` axis), one per device, by

@@ -151,6 +151,11 @@ def single(path: str) -> None:
     for shape in ((2, 2), (4, 1)):
         for op, count in collectives(shape).items():
             out[f"collectives_{shape[0]}x{shape[1]}_{op}"] = np.array(count)
+    # an exact sampler's full-data gradient, data-parallel (sums in another order: equal to rounding)
+    hmc_data = sgmcmc.hmc(logistic_target(), 0.02, 5)
+    for name, mesh in (("hmc_data_1", None), ("hmc_data_2x2", sharding.make_mesh(2, 2))):
+        out[name] = sgmcmc.sample(hmc_data, num_samples=20, num_chains=2, seed=2, progress=False, mesh=mesh).samples
+    lap("hmc data-parallel")
     # 4. clear errors
     out["error_chains"] = np.array(
         error_message(

@@ -110,6 +110,12 @@ def test_chains_axis_does_not_change_data_parallel_draws(worker_results):
     assert not np.allclose(draws[0], draws[1])  # noise drawn per chain
 
 
+def test_exact_sampler_with_data_parallel_full_gradient(worker_results):
+    out = _single(worker_results)
+    assert not np.allclose(out["hmc_data_1"][:, 0], out["hmc_data_1"][:, -1])  # the chains moved
+    np.testing.assert_allclose(out["hmc_data_2x2"], out["hmc_data_1"], atol=1e-5)
+
+
 def test_communication_one_all_reduce_per_step_for_data_none_for_chains(worker_results):
     out = _single(worker_results)
     assert int(out["collectives_4x1_programs"]) == 1 and int(out["collectives_2x2_programs"]) == 1
