@@ -10,6 +10,8 @@ the arrays the workers saved.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import socket
 import subprocess
@@ -45,10 +47,8 @@ def _start(args, devices: int, log: Path) -> subprocess.Popen:
     return proc
 
 
-@pytest.fixture(scope="module")
-def worker_results(tmp_path_factory):
-    """Runs the single-process (4 devices) and the two-process (2 x 2 devices) workers concurrently."""
-    tmp = tmp_path_factory.mktemp("sharding")
+def _run_workers(tmp: Path) -> list[str]:
+    """Runs the single-process (4 devices) and two-process (2 x 2 devices) workers concurrently; their failures."""
     port = _free_port()
     procs = {
         "single": _start(["single", tmp / "single.npz"], 4, tmp / "single.log"),
@@ -70,7 +70,30 @@ def worker_results(tmp_path_factory):
     for proc in procs.values():  # never leave a process behind
         if proc.poll() is None:
             proc.kill()
-    return {name: np.load(tmp / f"{name}.npz") if (tmp / f"{name}.npz").exists() else None for name in procs}, failures
+    return failures
+
+
+@pytest.fixture(scope="module")
+def worker_results(tmp_path_factory):
+    """The workers' saved arrays (``None`` for a worker that failed) and the failures.
+
+    Under pytest-xdist the workers run once per session, whichever test
+    process gets there first (a lock in the session's shared temporary
+    directory), not once per test process.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        tmp = tmp_path_factory.mktemp("sharding")
+        failures = _run_workers(tmp)
+    else:
+        tmp = tmp_path_factory.getbasetemp().parent / "sharding_workers"
+        tmp.mkdir(exist_ok=True)
+        with open(tmp / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (tmp / "failures.json").exists():
+                (tmp / "failures.json").write_text(json.dumps(_run_workers(tmp)))
+            failures = json.loads((tmp / "failures.json").read_text())
+    names = ("single", "host0", "host1")
+    return {n: np.load(tmp / f"{n}.npz") if (tmp / f"{n}.npz").exists() else None for n in names}, failures
 
 
 def _single(worker_results):
