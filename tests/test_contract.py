@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import sgmcmc
+from sgmcmc.learned import a_nice_mc_kernel  # (importing sgmcmc.learned registers l2hmc and a_nice_mc)
 from sgmcmc.samplers.base import REGISTRY, SHARED_INFO_FIELDS
 
 # Settings that make each registered sampler well-behaved on the fixture target.
@@ -27,6 +28,8 @@ CONTRACT_KWARGS = {
     "swag": {"learning_rate": 1e-2, "batch_size": 16, "collect_every": 2},
     "flow_mh": {"step_size": 0.05, "num_refits": 2, "train_steps": 5, "batch_size": 16, "buffer_size": 64},
     "neutra": {"step_size": 0.05, "train_steps": 5, "num_draws": 4, "kernel": "hmc", "num_integration_steps": 3},
+    "l2hmc": {"step_size": 0.05, "num_leapfrog_steps": 3, "hidden": (4,)},
+    "a_nice_mc": {"kernel": a_nice_mc_kernel(4, num_layers=2, hidden=(4,), init_noise=0.02)},
 }
 
 

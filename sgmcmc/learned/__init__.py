@@ -1,6 +1,6 @@
 """Learned Metropolis proposals: trained, then frozen, always exact.
 
-* :mod:`sgmcmc.learned.train`: the training loop shared by every learned
+* :mod:`sgmcmc.learned.training`: the training loop shared by every learned
   kernel (:func:`train`), its report and the cost ledger;
 * :mod:`sgmcmc.learned.l2hmc`: L2HMC, a learned leapfrog (Levy, Hoffman &
   Sohl-Dickstein 2018);
@@ -19,7 +19,15 @@ Typical use::
 
 from sgmcmc.learned.a_nice_mc import a_nice_mc, a_nice_mc_kernel, nice_proposal
 from sgmcmc.learned.l2hmc import l2hmc, l2hmc_kernel, l2hmc_map
-from sgmcmc.learned.train import Chains, Trainable, TrainReport, TrainResult, cost_ledger, reciprocal_esjd_loss, train
+from sgmcmc.learned.training import (
+    Chains,
+    Trainable,
+    TrainReport,
+    TrainResult,
+    cost_ledger,
+    reciprocal_esjd_loss,
+    train,
+)
 
 __all__ = [
     "train",

@@ -66,7 +66,7 @@ from sgmcmc import flows, noise
 from sgmcmc._tree import PyTree
 from sgmcmc.adaptation.window import check_target_accept, window_adaptation
 from sgmcmc.learned.l2hmc import check_params
-from sgmcmc.learned.train import Chains, Trainable, flat_logdensity, reciprocal_esjd_loss
+from sgmcmc.learned.training import Chains, Trainable, flat_logdensity, reciprocal_esjd_loss
 from sgmcmc.samplers.base import Sampler, register
 from sgmcmc.samplers.hmc import HMCState, _check_steps, _check_threshold, hamiltonian_transition, hmc_init
 from sgmcmc.samplers.proposal import ACCEPT_STREAM, metropolis_hastings
@@ -136,7 +136,9 @@ def nice_map(config: ANiceMCConfig, params, x, v, direction):
         "layers": params["layers"],
     }
     z = jnp.concatenate([x, v])
-    y = lax.cond(direction > 0, lambda z: config.flow.forward(full, z)[0], lambda z: config.flow.inverse(full, z)[0], z)
+    # Both directions and a select (not lax.cond): chains are vmapped, where a cond becomes a select anyway,
+    # and an eager (un-jitted) step would recompile a cond on every call.
+    y = jnp.where(direction > 0, config.flow.forward(full, z)[0], config.flow.inverse(full, z)[0])
     return y[: config.dim], y[config.dim :]
 
 
@@ -235,40 +237,24 @@ def a_nice_mc_kernel(
     def propose_batch(params, keys, x):
         return jax.vmap(lambda k, xi: nice_proposal(config, params, k, xi))(keys, x)
 
-    def mh_move(params, key, chains: Chains, flat_target):
-        """The chain batch's Metropolis-corrected NICE move (no gradient to params); n density evaluations."""
-        n = chains.position.shape[0]
-        keys = jax.vmap(lambda i: noise.fold_in(key, i))(jnp.arange(n))
-        x_new, log_v = propose_batch(lax.stop_gradient(params), keys, chains.position)
-        lp_new = jax.vmap(flat_target.logdensity)(x_new)
-        prob = _accept_prob(lp_new - chains.logdensity + log_v)
-        u = jax.vmap(lambda k: noise.uniform(k, (), prob.dtype, stream=ACCEPT_STREAM))(keys)
-        ok = u < prob
-        moved = Chains(
-            jnp.where(ok[:, None], x_new, chains.position),
-            jnp.where(ok, lp_new, chains.logdensity),
-            chains.logdensity_grad,
-        )
-        delta = jnp.sum((x_new - chains.position) ** 2, axis=-1)
-        return moved, prob, delta, keys
-
     def esjd_loss(params, aux, key, chains: Chains, flat_target):
         del aux
         n = chains.position.shape[0]
         keys = jax.vmap(lambda i: noise.fold_in(key, i))(jnp.arange(n))
-        x_new, log_v = propose_batch(params, keys, chains.position)
+        x, lp = chains.position, chains.logdensity
+        if weight > 0:  # one batch: the chains, then fresh draws from the initial distribution
+            z = loc + scale * noise.normal(noise.fold_in(key, 0x7F), x.shape, x.dtype)
+            x, lp = jnp.concatenate([x, z]), jnp.concatenate([lp, jax.vmap(flat_target.logdensity)(z)])
+            keys = jnp.concatenate([keys, jax.vmap(lambda k: noise.fold_in(k, 0x7F))(keys)])
+        x_new, log_v = propose_batch(params, keys, x)
         lp_new = jax.vmap(flat_target.logdensity)(x_new)
-        prob = _accept_prob(lp_new - chains.logdensity + log_v)
-        delta = jnp.sum((x_new - chains.position) ** 2, axis=-1)
-        value = reciprocal_esjd_loss(delta, prob, lam)
+        prob = _accept_prob(lp_new - lp + log_v)
+        delta = jnp.sum((x_new - x) ** 2, axis=-1)
+        value = reciprocal_esjd_loss(delta[:n], prob[:n], lam)
         if weight > 0:
-            z = loc + scale * noise.normal(noise.fold_in(key, 0x7F), chains.position.shape, chains.position.dtype)
-            z_new, log_vz = propose_batch(params, jax.vmap(lambda k: noise.fold_in(k, 0x7F))(keys), z)
-            prob_z = _accept_prob(
-                jax.vmap(flat_target.logdensity)(z_new) - jax.vmap(flat_target.logdensity)(z) + log_vz
-            )
-            value = value + weight * reciprocal_esjd_loss(jnp.sum((z_new - z) ** 2, axis=-1), prob_z, lam)
-        u = jax.vmap(lambda k: noise.uniform(k, (), prob.dtype, stream=ACCEPT_STREAM))(keys)
+            value = value + weight * reciprocal_esjd_loss(delta[n:], prob[n:], lam)
+        x_new, lp_new, prob, delta = x_new[:n], lp_new[:n], prob[:n], delta[:n]
+        u = jax.vmap(lambda k: noise.uniform(k, (), prob.dtype, stream=ACCEPT_STREAM))(keys[:n])
         ok = lax.stop_gradient(u < prob)
         moved = lax.stop_gradient(
             Chains(
@@ -280,7 +266,7 @@ def a_nice_mc_kernel(
         metrics = {
             "acceptance": jnp.mean(lax.stop_gradient(prob)),
             "esjd": jnp.mean(lax.stop_gradient(delta * prob)),
-            # log pi at each proposal (its gradient in the backward pass), twice with the initial batch
+            # log pi at each proposal (its gradient in the backward pass), and at the fresh draws
             "num_grad_evals": jnp.asarray(n * (1 if weight == 0 else 3), jnp.float32),
         }
         return value, (moved, metrics)
@@ -343,16 +329,29 @@ def a_nice_mc_kernel(
         n = chains.position.shape[0]
         pool, filled = aux["pool"], jnp.minimum(aux["count"] * n, aux["pool"].shape[0])
         a = pool[noise.uniform_indices(noise.fold_in(key, 40), n, filled)]
-        keys = jax.vmap(lambda i: noise.fold_in(noise.fold_in(key, 41), i))(jnp.arange(n))
-        fake, log_v = propose_batch(params, keys, a)
+        keys = jax.vmap(lambda i: noise.fold_in(key, i))(jnp.arange(n))
+        keys_a = jax.vmap(lambda k: noise.fold_in(k, 41))(keys)
+        # one batch: the chains' Metropolis moves (no gradient), then the generator's pairs from the buffer
+        x_new, log_v = propose_batch(params, jnp.concatenate([keys, keys_a]), jnp.concatenate([chains.position, a]))
+        fake = x_new[n:]
         value = jnp.mean(jax.nn.softplus(-_disc(aux["disc"], a, fake)))
         grads = n
         if accept_weight > 0:
-            log_ratio = jax.vmap(flat_target.logdensity)(fake) - jax.vmap(flat_target.logdensity)(a) + log_v
+            log_ratio = jax.vmap(flat_target.logdensity)(fake) - jax.vmap(flat_target.logdensity)(a) + log_v[n:]
             log_accept = jnp.minimum(0.0, jnp.where(jnp.isfinite(log_ratio), log_ratio, -1e4))
             value = value - accept_weight * jnp.mean(jnp.maximum(log_accept, -1e4))
             grads = 3 * n
-        moved, prob, delta, _ = mh_move(params, key, chains, flat_target)
+        x_new, log_v = lax.stop_gradient(x_new[:n]), lax.stop_gradient(log_v[:n])
+        lp_new = jax.vmap(flat_target.logdensity)(x_new)
+        prob = _accept_prob(lp_new - chains.logdensity + log_v)
+        u = jax.vmap(lambda k: noise.uniform(k, (), prob.dtype, stream=ACCEPT_STREAM))(keys)
+        ok = u < prob
+        moved = Chains(
+            jnp.where(ok[:, None], x_new, chains.position),
+            jnp.where(ok, lp_new, chains.logdensity),
+            chains.logdensity_grad,
+        )
+        delta = jnp.sum((x_new - chains.position) ** 2, axis=-1)
         metrics = {
             "acceptance": jnp.mean(prob),
             "esjd": jnp.mean(delta * prob),

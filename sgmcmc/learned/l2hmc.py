@@ -57,7 +57,7 @@ from jax.flatten_util import ravel_pytree
 
 from sgmcmc import noise
 from sgmcmc._tree import PyTree
-from sgmcmc.learned.train import Chains, Trainable, flat_logdensity, reciprocal_esjd_loss
+from sgmcmc.learned.training import Chains, Trainable, flat_logdensity, reciprocal_esjd_loss
 from sgmcmc.samplers.base import Sampler, register
 from sgmcmc.samplers.hmc import HMCInfo, HMCState, _check_threshold
 from sgmcmc.samplers.proposal import metropolis_hastings
@@ -249,17 +249,22 @@ def l2hmc_kernel(
         logdensity_and_grad = flat_target.logdensity_and_grad
         n = chains.position.shape[0]
         keys = jax.vmap(lambda i: noise.fold_in(key, i))(jnp.arange(n))
-        propose = jax.vmap(lambda k, x, lp, g: l2hmc_proposal(config, params, k, x, lp, g, logdensity_and_grad))
-        x_new, lp_new, g_new, log_ratio, _ = propose(keys, chains.position, chains.logdensity, chains.logdensity_grad)
-        prob = _accept_prob(log_ratio)
-        delta = jnp.sum((x_new - chains.position) ** 2, axis=-1)
-        value = reciprocal_esjd_loss(delta, prob, lam)
-        if weight > 0:
-            z = loc + scale * noise.normal(noise.fold_in(key, 0x7F), chains.position.shape, chains.position.dtype)
+        x, lp, g = chains.position, chains.logdensity, chains.logdensity_grad
+        if weight > 0:  # one batch: the chains, then fresh draws from the initial distribution
+            z = loc + scale * noise.normal(noise.fold_in(key, 0x7F), x.shape, x.dtype)
             lp_z, g_z = jax.vmap(logdensity_and_grad)(z)
-            z_new, _, _, lr_z, _ = propose(jax.vmap(lambda k: noise.fold_in(k, 0x7F))(keys), z, lp_z, g_z)
-            value = value + weight * reciprocal_esjd_loss(jnp.sum((z_new - z) ** 2, axis=-1), _accept_prob(lr_z), lam)
-        u = jax.vmap(lambda k: noise.uniform(k, (), prob.dtype, stream=0x4D48))(keys)
+            keys_z = jax.vmap(lambda k: noise.fold_in(k, 0x7F))(keys)
+            x, lp, g = jnp.concatenate([x, z]), jnp.concatenate([lp, lp_z]), jnp.concatenate([g, g_z])
+            keys = jnp.concatenate([keys, keys_z])
+        propose = jax.vmap(lambda k, x, lp, g: l2hmc_proposal(config, params, k, x, lp, g, logdensity_and_grad))
+        x_new, lp_new, g_new, log_ratio, _ = propose(keys, x, lp, g)
+        prob = _accept_prob(log_ratio)
+        delta = jnp.sum((x_new - x) ** 2, axis=-1)
+        value = reciprocal_esjd_loss(delta[:n], prob[:n], lam)
+        if weight > 0:
+            value = value + weight * reciprocal_esjd_loss(delta[n:], prob[n:], lam)
+        x_new, lp_new, g_new, prob, delta = x_new[:n], lp_new[:n], g_new[:n], prob[:n], delta[:n]
+        u = jax.vmap(lambda k: noise.uniform(k, (), prob.dtype, stream=0x4D48))(keys[:n])
         ok = (u < prob) & jnp.all(jnp.isfinite(g_new), axis=-1)
         pick = lambda a, b: jnp.where(ok.reshape(ok.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
         moved = jax.lax.stop_gradient(

@@ -37,6 +37,8 @@ A kernel plugs in through :class:`Trainable`.
 
 from __future__ import annotations
 
+import collections
+import functools
 import math
 import numbers
 import os
@@ -187,6 +189,68 @@ def _guarded_step(opt, loss_fn, params, opt_state, *args):
     return params, opt_state, loss, aux
 
 
+@functools.lru_cache(maxsize=16)
+def _default_optimizer(learning_rate: float) -> optax.GradientTransformation:
+    """:func:`sgmcmc.flows.optimizer`, one object per rate (so compiled training programs are reused)."""
+    return flows.optimizer(learning_rate)
+
+
+def _make_chunk(kernel: Trainable, flat_target: FlatTarget, optimizer, chunk_size: int):
+    """``chunk(carry, key, start, stop)``: steps ``start .. start + chunk_size - 1`` (those ``< stop``) in a scan."""
+
+    def one_step(carry, key, t):
+        params, opt_state, aux, chains = carry
+        step_key = noise.fold_in(key, t)
+        extra = jnp.zeros((), jnp.float32)
+        if kernel.prepare is not None:
+            aux, chains, extra = kernel.prepare(params, aux, noise.fold_in(step_key, 1), chains, flat_target)
+        params, opt_state, loss, (chains, metrics) = _guarded_step(
+            optimizer, kernel.loss, params, opt_state, aux, step_key, chains, flat_target
+        )
+        row = jnp.stack(
+            [
+                loss.astype(jnp.float32),
+                jnp.asarray(metrics["acceptance"], jnp.float32),
+                jnp.asarray(metrics["esjd"], jnp.float32),
+                jnp.asarray(metrics["num_grad_evals"], jnp.float32) + jnp.asarray(extra, jnp.float32),
+            ]
+        )
+        return (params, opt_state, aux, chains), row
+
+    def chunk(carry, key, start, stop):
+        def body(carry, i):
+            t = start + i
+            return lax.cond(
+                t < stop, lambda c: one_step(c, key, t), lambda c: (c, jnp.full((4,), jnp.nan, jnp.float32)), carry
+            )
+
+        return lax.scan(body, carry, jnp.arange(chunk_size))
+
+    return chunk
+
+
+# Compiled training chunks, keyed by the kernel, target and optimizer objects (kept alive in the
+# value so their ids stay theirs), the chunk length and the argument shapes.
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+
+
+def _compiled_chunk(kernel, target, flat_target, optimizer, chunk_size, carry, key):
+    leaves, treedef = jax.tree.flatten((carry, key))
+    signature = (treedef, tuple(jax.typeof(x) for x in leaves))
+    cache_key = (id(kernel), id(target), id(optimizer), chunk_size, signature)
+    if cache_key in _COMPILED:
+        _COMPILED.move_to_end(cache_key)
+        return _COMPILED[cache_key][0], 0.0
+    start = time.perf_counter()
+    chunk = _make_chunk(kernel, flat_target, optimizer, chunk_size)
+    compiled = jax.jit(chunk).trace(carry, key, jnp.int32(0), jnp.int32(1)).lower().compile()
+    seconds = time.perf_counter() - start
+    _COMPILED[cache_key] = (compiled, (kernel, target, optimizer))
+    while len(_COMPILED) > 16:
+        _COMPILED.popitem(last=False)
+    return compiled, seconds
+
+
 def _initial_chains(target, kernel, key, num_chains, initial_positions, init_scale, logdensity_and_grad, flat0):
     if initial_positions is None:
         z = noise.normal(noise.fold_in(key, 0x1C), (num_chains, flat0.size), flat0.dtype)
@@ -221,6 +285,7 @@ def train(
     min_delta: float = 0.0,
     checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
+    callback: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Fit a learned kernel's parameters on a batch of chains; return them frozen with a :class:`TrainReport`.
 
@@ -245,6 +310,8 @@ def train(
         min_delta: improvement that counts, in loss units.
         checkpoint: a directory to save to after every chunk and resume from.
         progress: show a tqdm progress bar.
+        callback: ``callback(steps_done)`` after every chunk (after the
+            checkpoint is written); an exception it raises stops training.
 
     Returns:
         :class:`TrainResult` ``(params, report)``; ``kernel.sampler(target,
@@ -264,12 +331,14 @@ def train(
     chunk_size = _int(chunk_size, "chunk_size", 1)
     if patience is not None:
         patience = _int(patience, "patience", 1)
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be a function steps_done -> None.")
     if not (math.isfinite(float(init_scale)) and float(init_scale) >= 0):
         raise ValueError(f"init_scale must be a finite number >= 0, got {init_scale!r}.")
     if optimizer is None:
         if not float(learning_rate) > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}.")
-        optimizer = flows.optimizer(float(learning_rate))
+        optimizer = _default_optimizer(float(learning_rate))
     key = _as_key(key)
 
     chains = _initial_chains(
@@ -280,38 +349,8 @@ def train(
     aux = () if kernel.init_aux is None else kernel.init_aux(noise.fold_in(key, 0xA0), params, chains)
     opt_state = optimizer.init(params)
 
-    def one_step(carry, t):
-        params, opt_state, aux, chains = carry
-        step_key = noise.fold_in(key, t)
-        extra = jnp.zeros((), jnp.float32)
-        if kernel.prepare is not None:
-            aux, chains, extra = kernel.prepare(params, aux, noise.fold_in(step_key, 1), chains, flat_target)
-        params, opt_state, loss, (chains, metrics) = _guarded_step(
-            optimizer, kernel.loss, params, opt_state, aux, step_key, chains, flat_target
-        )
-        row = jnp.stack(
-            [
-                loss.astype(jnp.float32),
-                jnp.asarray(metrics["acceptance"], jnp.float32),
-                jnp.asarray(metrics["esjd"], jnp.float32),
-                jnp.asarray(metrics["num_grad_evals"], jnp.float32) + jnp.asarray(extra, jnp.float32),
-            ]
-        )
-        return (params, opt_state, aux, chains), row
-
-    def chunk(carry, start, stop):
-        def body(carry, i):
-            t = start + i
-            return lax.cond(
-                t < stop, lambda c: one_step(c, t), lambda c: (c, jnp.full((4,), jnp.nan, jnp.float32)), carry
-            )
-
-        return lax.scan(body, carry, jnp.arange(chunk_size))
-
     carry = (params, opt_state, aux, chains)
-    t0 = time.perf_counter()
-    compiled = jax.jit(chunk).trace(carry, jnp.int32(0), jnp.int32(num_steps)).lower().compile()
-    compile_s = time.perf_counter() - t0
+    compiled, compile_s = _compiled_chunk(kernel, target, flat_target, optimizer, chunk_size, carry, key)
 
     rows: list[np.ndarray] = []
     t = 0
@@ -357,7 +396,7 @@ def train(
     start_wall = time.perf_counter()
     try:
         while t < num_steps and not stopped:
-            carry, out = compiled(carry, jnp.int32(t), jnp.int32(num_steps))
+            carry, out = compiled(carry, key, jnp.int32(t), jnp.int32(num_steps))
             n = min(chunk_size, num_steps - t)
             out = np.asarray(out)[:n]
             rows.extend(out)
@@ -381,6 +420,8 @@ def train(
                     best_step=best[1],
                     stopped=stopped,
                 )
+            if callback is not None:
+                callback(t)
         jax.block_until_ready(carry)
     finally:
         if bar is not None:
