@@ -115,6 +115,36 @@ def _scalar_logdensity(value: Any, what: str) -> float:
     return out
 
 
+def _observed_sites(model: Callable, model_args: tuple, model_kwargs: dict, z: Any, rng_seed: int) -> dict:
+    """The observed sites of a NumPyro model and their values, from one abstract trace of the model.
+
+    The model is traced (``jax.eval_shape``), not run, so nothing is compiled; the
+    latent sites take the values of the unconstrained point ``z`` (so improper
+    priors, which cannot be sampled, are fine); the observed values are the
+    concrete arrays the user passed as ``obs``. A value computed inside the
+    model from the data (a tracer here) is evaluated by running the model once.
+    """
+    from numpyro import handlers
+    from numpyro.infer.util import constrain_fn
+
+    captured: dict[str, Any] = {}
+
+    def trace(key):
+        latent = constrain_fn(model, model_args, model_kwargs, z)
+        substituted = handlers.substitute(handlers.seed(model, key), data=latent)
+        model_trace = handlers.trace(substituted).get_trace(*model_args, **model_kwargs)
+        for site_name, site in model_trace.items():
+            if site["type"] == "sample" and site.get("is_observed", False):
+                captured[site_name] = site["value"]
+        return None
+
+    jax.eval_shape(trace, jax.random.key(rng_seed))
+    if any(isinstance(value, jax.core.Tracer) for value in captured.values()):
+        captured.clear()
+        trace(jax.random.key(rng_seed))
+    return {site_name: np.asarray(value) for site_name, value in captured.items()}
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Target:
     """A log density over a pytree of unconstrained parameters.
@@ -312,42 +342,44 @@ class Target:
             return jax.tree.unflatten(treedef, filled)
 
         strategy = init_to_uniform if init_strategy is None else init_strategy
-        try:
-            info = initialize_model(
-                jax.random.key(rng_seed),
-                model,
-                model_args=model_args,
-                model_kwargs=model_kwargs,
-                init_strategy=strategy,
-            )
-        except RuntimeError as err:  # NumPyro raises when no valid start is found
-            raise ValueError(f"NumPyro could not find a valid initial point for the model: {err}") from err
-
-        def logdensity_fn(position, data):
-            args, kwargs = rebuild(data)
-            return -potential_energy(model, args, kwargs, position)
 
         def init_fn(key, data):
             args, kwargs = rebuild(data)
             inf = initialize_model(key, model, model_args=args, model_kwargs=kwargs, init_strategy=strategy)
             return inf.param_info.z
 
+        def logdensity_fn(position, data):
+            args, kwargs = rebuild(data)
+            return -potential_energy(model, args, kwargs, position)
+
+        def init_and_check(key, data):
+            z = init_fn(key, data)
+            return z, logdensity_fn(z, data)
+
+        # NumPyro's initialize_model run eagerly dispatches its search for a valid
+        # point op by op (about a hundred small compilations, 5-10 s); staged in one
+        # jit it is a single compilation. Under jit it cannot raise when no valid
+        # point is found: it returns the last point tried, checked here.
+        z, logdensity_at_z = jax.jit(init_and_check)(jax.random.key(rng_seed), data)
+        if not np.isfinite(float(logdensity_at_z)):
+            strategy_name = getattr(strategy, "__name__", repr(strategy))
+            raise ValueError(
+                f"NumPyro could not find a valid initial point for the model: the log density is "
+                f"{float(logdensity_at_z)} at the last point tried (init_strategy={strategy_name}); "
+                "check that the observed data lie in the support of their distributions, or pass another init_strategy."
+            )
+        observed = _observed_sites(model, model_args, model_kwargs, z, rng_seed)
+
         def constrain(position, data):
             args, kwargs = rebuild(data)
             return np_constrain_fn(model, args, kwargs, position, return_deterministic=True)
-
-        observed = {
-            site_name: np.asarray(site["value"])
-            for site_name, site in info.model_trace.items()
-            if site["type"] == "sample" and site.get("is_observed", False)
-        }
 
         def pointwise(constrained, data):
             args, kwargs = rebuild(data)
             # log_likelihood substitutes the sampled sites; batch_ndims=0 for one draw.
             return log_likelihood(model, constrained, *args, batch_ndims=0, **kwargs)
 
-        position = check_position(info.param_info.z)
+        position = check_position(z)
         target = cls(
             logdensity_fn=logdensity_fn,
             initial_position=position,
