@@ -79,9 +79,17 @@ def estimator_checks(out: dict) -> None:
     references = {}
     for devices in (2, 4):
         data = sharding.shard_data(target.data, sharding.make_mesh(1, devices))
-        parallel = minibatch(sharding.data_parallel_target(target, data), BATCH)
-        # the caller's batch split over the devices, and the stratified batch the estimator draws itself
-        given, drawn = jax.jit(lambda k, p, b, e=parallel.estimate: (e(k, p, b), e(k, p)))(key, position, batch)
+        sharded = sharding.data_parallel_target(target, data)
+        parallel = minibatch(sharded, BATCH)
+
+        def estimates(key, position, batch, estimate=parallel.estimate, full=sharded.logdensity):
+            return estimate(key, position, batch), estimate(key, position), jax.value_and_grad(full)(position)
+
+        # the caller's batch split over the devices, the stratified batch the estimator draws itself,
+        # and the full-data log density exact samplers use
+        given, drawn, full = jax.jit(estimates)(key, position, batch)
+        out[f"full_grad_{devices}"] = np.asarray(full[1])
+        out[f"full_value_{devices}"] = np.asarray(full[0])
         out[f"batch_grad_{devices}"] = np.asarray(given.grad)
         out[f"drawn_grad_{devices}"] = np.asarray(drawn.grad)
         out[f"drawn_value_{devices}"] = np.asarray(drawn.value)
@@ -100,10 +108,12 @@ def estimator_checks(out: dict) -> None:
             return target.logprior_fn(w) + jnp.sum(weights * target.loglik_fn(w, rows))
 
         grads = {d: jax.value_and_grad(weighted)(position, *r) for d, r in references.items()}
-        return minibatch(target, BATCH).estimate(None, position, batch).grad, grads
+        full = jax.value_and_grad(target.logdensity)(position)
+        return minibatch(target, BATCH).estimate(None, position, batch).grad, grads, full
 
-    plain, grads = jax.jit(one_device)(position, batch, references)
+    plain, grads, full = jax.jit(one_device)(position, batch, references)
     out["plain_batch_grad"] = np.asarray(plain)
+    out["full_grad_1"], out["full_value_1"] = np.asarray(full[1]), np.asarray(full[0])
     for devices, (value, grad) in grads.items():
         out[f"gathered_grad_{devices}"] = np.asarray(grad)
         out[f"gathered_value_{devices}"] = np.asarray(value)
@@ -151,11 +161,6 @@ def single(path: str) -> None:
     for shape in ((2, 2), (4, 1)):
         for op, count in collectives(shape).items():
             out[f"collectives_{shape[0]}x{shape[1]}_{op}"] = np.array(count)
-    # an exact sampler's full-data gradient, data-parallel (sums in another order: equal to rounding)
-    hmc_data = sgmcmc.hmc(logistic_target(), 0.02, 5)
-    for name, mesh in (("hmc_data_1", None), ("hmc_data_2x2", sharding.make_mesh(2, 2))):
-        out[name] = sgmcmc.sample(hmc_data, num_samples=20, num_chains=2, seed=2, progress=False, mesh=mesh).samples
-    lap("hmc data-parallel")
     # 4. clear errors
     out["error_chains"] = np.array(
         error_message(
