@@ -12,7 +12,7 @@ Two kinds of parallelism, one mesh with two named axes (see ``docs/scaling.md``)
   reductions it needs from the partitioner, with the same semantics as on one
   device. Keys and arithmetic per chain are those of the one-device run, so
   the draws are the same; bit for bit where XLA compiles a chain's arithmetic
-  the same way for the smaller per-device batch (HMC and SGLD in the tests),
+  the same way for the smaller per-device batch (HMC on a Gaussian in the tests),
   otherwise to float rounding: XLA:CPU rounds a batched matrix product
   differently for 4, 2 or 1 chains (measured on one device too: a few ulps
   of an MLP gradient), and NUTS' warmup adaptation differed by ~1 ulp in a
