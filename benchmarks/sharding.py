@@ -8,9 +8,9 @@ devices (``XLA_FLAGS=--xla_force_host_platform_device_count``, set here
 before JAX starts), for
 
 * chains: 4 chains of batch 1,024 on no mesh, ``chains=2`` and ``chains=4``
-  (draws compared with the single-device run: XLA:CPU rounds a batched
-  matrix product differently for 4, 2 or 1 chains per device, so they agree
-  to a few float32 ulps, not bit for bit; the largest difference is printed);
+  (draws compared with the single-device run: XLA:CPU compiles some sums
+  differently for 4, 2 or 1 chains per device, so they agree to float32
+  rounding, not bit for bit; the largest difference is printed);
 * data: 1 chain of batch 4,096 on no mesh, ``data=2`` and ``data=4`` (a
   stratified minibatch, one all-reduce of the 74k-float gradient per step).
 

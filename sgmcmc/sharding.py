@@ -13,11 +13,11 @@ Two kinds of parallelism, one mesh with two named axes (see ``docs/scaling.md``)
   device. Keys and arithmetic per chain are those of the one-device run, so
   the draws are the same; bit for bit where XLA compiles a chain's arithmetic
   the same way for the smaller per-device batch (HMC on a Gaussian in the tests),
-  otherwise to float rounding: XLA:CPU rounds a batched matrix product
-  differently for 4, 2 or 1 chains (measured on one device too: a few ulps
-  of an MLP gradient), and NUTS' warmup adaptation differed by ~1 ulp in a
-  step size (identical with ``--xla_backend_optimization_level=0``), which
-  a chain then carries forward.
+  otherwise to float rounding: XLA:CPU compiles some sums differently for 4,
+  2 or 1 chains per device (on one device too: an MLP's bias gradients for 4
+  vs 2 vmapped chains), and NUTS' warmup adaptation ended with step sizes
+  6e-8 to 9e-5 apart (identical with ``--xla_backend_optimization_level=0``),
+  which a chain then carries forward (``docs/scaling.md``).
 * ``"data"``: the examples of a data-driven target
   (:meth:`sgmcmc.Target.from_data`) are split into ``S`` contiguous *strata*
   (``S`` = the size of the ``"data"`` axis), one per device, by
