@@ -33,8 +33,9 @@ Minibatches under a ``"data"`` axis are **stratified**: stratum ``s`` (of
 replacement from its own rows, weighted ``N_s / m``, so the estimate
 ``log p(theta) + sum_s (N_s / m) sum_{i in B_s} log p(x_i | theta)`` is
 unbiased for the full-data log density (with equal strata every weight is
-``N / n``, the usual scaling), and its variance is at most that of the
-uniform minibatch of the same size (stratified sampling). The ``n`` index
+``N / n``, the usual scaling, and the variance is at most that of the
+uniform minibatch of the same size: stratified sampling with proportional
+allocation). The ``n`` index
 bits are the same Threefry words as :func:`sgmcmc.gradients.minibatch`
 draws (one stream of the step's key, computed redundantly on every device,
 no communication), stratum ``s`` reading words ``[s m, (s + 1) m)``: with
