@@ -26,7 +26,9 @@ Long runs: ``checkpoint=dir`` saves the states after every chunk and streams
 the kept draws to ``dir`` (:mod:`sgmcmc.checkpoint`); the same call resumes a
 stopped run with bit-identical draws. ``reducers=`` fold every kept draw into
 running statistics on the device (:mod:`sgmcmc.reducers`), and
-``keep_draws=False`` then keeps memory flat.
+``keep_draws=False`` then keeps memory flat. ``stream="run.nc"`` appends the
+kept draws to one NetCDF-4 file after every chunk (:mod:`sgmcmc.stream`),
+which ArviZ opens during and after the run.
 
 Several devices and hosts: ``mesh=`` (a :class:`jax.sharding.Mesh` with axes
 ``"chains"`` and/or ``"data"``, e.g. :func:`sgmcmc.sharding.make_mesh`) runs
@@ -202,7 +204,27 @@ def _vectorised(fn, num_chains: int):
     return single
 
 
-def _make_chunk_fn(sampler: Sampler, chunk_len: int, thin: int, collect: bool, adaptive: bool):
+def _per_device(fn, num_chains: int, mesh):
+    """``_vectorised(fn)`` over the chains, each device of the ``"chains"`` axis running its own.
+
+    The transition is one chain's by contract, so a ``shard_map`` over the
+    chain axis keeps its meaning and frees every device from the others: a
+    vmapped ``while_loop`` (NUTS) then stops when the device's own chains are
+    done, instead of the SPMD partitioner's all-reduce of the loop condition
+    over every chain at every iteration.
+    """
+    devices = 1 if mesh is None else mesh.shape.get(sharding.CHAINS, 1)
+    if devices == 1:
+        return _vectorised(fn, num_chains)
+    spec = jax.sharding.PartitionSpec(sharding.CHAINS)
+    local = _vectorised(fn, num_chains // devices)
+    # check_vma=False: kernels start loops from constants (invariant) that become per-chain (varying).
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(spec, spec), out_specs=spec, axis_names={sharding.CHAINS}, check_vma=False
+    )
+
+
+def _make_chunk_fn(sampler: Sampler, chunk_len: int, thin: int, collect: bool, adaptive: bool, mesh=None):
     """The program that runs ``chunk_len`` blocks of ``thin`` steps.
 
     Steps ``t`` (counted from the first warmup step) with ``t >= stop`` are
@@ -218,14 +240,14 @@ def _make_chunk_fn(sampler: Sampler, chunk_len: int, thin: int, collect: bool, a
         num_chains = jax.tree.leaves(chain_keys)[0].shape[0]
         if adaptive:
             warmup = bound.warmup
-            transition = jax.jit(_vectorised(warmup.transition, num_chains))
+            transition = jax.jit(_per_device(warmup.transition, num_chains, mesh))
         else:
 
             def plain(key, state):
                 new_state, info = bound.step(key, state)
                 return new_state, info, None
 
-            transition = jax.jit(_vectorised(plain, num_chains))
+            transition = jax.jit(_per_device(plain, num_chains, mesh))
 
         def run(carry, t):
             states, adapt = carry
@@ -347,6 +369,7 @@ def sample(
     reducers: Mapping[str, Reducer] | None = None,
     keep_draws: bool = True,
     checkpoint: str | os.PathLike | None = None,
+    stream: str | os.PathLike | None = None,
     callback: Callable[[int], None] | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ) -> SampleResult:
@@ -389,6 +412,14 @@ def sample(
             it; calling ``sample`` again with the same sampler, settings and
             directory resumes where it stopped, with draws bit-identical to an
             uninterrupted run (a finished run is returned without sampling).
+        stream: a NetCDF-4 file (:mod:`sgmcmc.stream`) the kept draws (in the
+            user's parameters) and their sample statistics are appended to
+            after every chunk, readable with ``arviz.from_netcdf`` or
+            :func:`sgmcmc.stream.open_stream` while the run goes on. With
+            ``keep_draws=False`` the draws then live on disk only. With
+            ``checkpoint``, a resumed run continues the file (cut back to the
+            checkpoint's draws) or, when it is missing and the checkpoint
+            holds the draws, writes it again.
         callback: ``callback(steps_done)`` after every chunk (after the
             checkpoint is written); an exception it raises stops the run.
         mesh: a :class:`jax.sharding.Mesh` with axes ``"chains"`` and/or
@@ -436,6 +467,8 @@ def sample(
         raise TypeError(f"keep_draws must be True or False, got {keep_draws!r}.")
     if callback is not None and not callable(callback):
         raise TypeError("callback must be a function steps_done -> None.")
+    if stream is not None and not isinstance(stream, (str, os.PathLike)):
+        raise TypeError(f"stream must be a file path, got {stream!r}.")
     keep_mask = _keep_mask(keep, num_samples, num_warmup, thin)
     num_slots = num_samples if keep_mask is None else len(keep_mask)
     if mesh is not None:
@@ -522,6 +555,10 @@ def sample(
             template = jax.eval_shape(lambda: _chunk_template(states, sampler, data, chain_keys, keep_draws))
             outputs = ckpt.read_chunks(saved["num_chunks"], template)
 
+    writer = None
+    if stream is not None and jax.process_index() == 0:
+        writer = _open_stream(stream, outputs, t_start, num_warmup, thin, keep_mask, keep_draws, target, sampler)
+
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is a core dependency
@@ -539,7 +576,7 @@ def sample(
     def get_program(collect: bool):
         nonlocal num_compiled
         chunk_len = sample_chunk if collect else chunk_size
-        fn = _make_chunk_fn(sampler, chunk_len, thin, collect, adaptive)
+        fn = _make_chunk_fn(sampler, chunk_len, thin, collect, adaptive, mesh)
         static = (sampler, chunk_len, thin, collect, adaptive)
         args = (data, states, adapt, chain_keys, put(jnp.int32(0)), put(jnp.int32(0)), put(jnp.int32(num_warmup)))
         compiled, seconds, new = _get_compiled("chunk", fn, static, args, layout)
@@ -563,6 +600,10 @@ def sample(
         outputs.append(host)
         if ckpt is not None:
             ckpt.write_chunk(len(outputs) - 1, host)
+        if writer is not None:
+            first = (t - num_warmup) // thin
+            chunk = host if keep_draws else jax.tree.map(lambda x, v=valid: to_host(x[:v]), out)
+            _stream_chunk(writer, chunk, first, keep_mask, target)
 
     def run_phase(first_step: int, stop: int, collect: bool, sampling: bool) -> float:
         """Steps ``[first_step, stop)`` with the program that collects draws or not."""
@@ -680,6 +721,42 @@ def _reduce_program(reducers: dict):
 
     _REDUCE_PROGRAMS[key] = reduce_chunk
     return reduce_chunk
+
+
+def _stream_chunk(writer, chunk, first_slot: int, keep_mask, target: Target) -> None:
+    """Append a host chunk ``(draw, chain, ...)`` of slots ``first_slot, ...`` to a stream."""
+    position, info = chunk
+    if keep_mask is not None:
+        slots = first_slot + np.arange(np.shape(jax.tree.leaves(info)[0])[0])
+        selected = keep_mask[np.minimum(slots, len(keep_mask) - 1)] & (slots < len(keep_mask))
+    position, info = jax.tree.map(lambda x: np.swapaxes(x, 0, 1), (position, info))
+    samples = _constrain(target, position)  # the whole chunk: one compiled shape per chunk length
+    if keep_mask is not None:
+        samples, info = jax.tree.map(lambda x: x[:, selected], (samples, info))
+    writer.append(samples, info)
+
+
+def _open_stream(path, outputs, t_start, num_warmup, thin, keep_mask, keep_draws, target, sampler):
+    """The :class:`~sgmcmc.stream.DrawStream` of a run, continued when it resumes from a checkpoint."""
+    from sgmcmc.stream import DrawStream
+
+    writer = DrawStream(path, attrs={"sampler": sampler.name, "target": target.name, "thin": int(thin)})
+    if not outputs:
+        return writer
+    slots = max(0, (t_start - num_warmup) // thin)
+    expected = slots if keep_mask is None else int(np.sum(keep_mask[:slots]))
+    if writer.reopen(expected):
+        return writer
+    if not keep_draws:
+        raise ValueError(
+            f"cannot resume the stream {path}: it is missing or holds fewer than the checkpoint's {expected} draws, "
+            "and the checkpoint has no draws to write it again (keep_draws=False)."
+        )
+    first = 0
+    for chunk in outputs:
+        _stream_chunk(writer, chunk, first, keep_mask, target)
+        first += np.shape(jax.tree.leaves(chunk[1])[0])[0]
+    return writer
 
 
 def _chunk_template(states, sampler, data, chain_keys, keep_draws: bool):

@@ -111,6 +111,30 @@ class DrawStream:
         self._created = True
         self.num_draws = 0
 
+    def reopen(self, num_draws: int) -> bool:
+        """Continue an existing file that holds at least ``num_draws`` draws, cut back to exactly that many.
+
+        Used when a checkpointed run resumes: draws the file got after the
+        checkpoint's last chunk are dropped. Returns False (and leaves the file
+        alone) when there is no such file or it cannot be read.
+        """
+        import h5netcdf
+
+        if not self.path.exists():
+            return False
+        try:
+            with h5netcdf.File(self.path, "a") as f:
+                sizes = [f[g].dimensions["draw"].size for g in _GROUPS]
+                if min(sizes) < num_draws:
+                    return False
+                for group_name in _GROUPS:
+                    f[group_name].resize_dimension("draw", num_draws)
+        except (OSError, KeyError, ValueError):
+            return False
+        self._created = True
+        self.num_draws = num_draws
+        return True
+
     def append(self, samples: Any, info: Any) -> None:
         """Append draws ``(chain, draw, ...)`` (a pytree) and their ``info`` record."""
         import h5netcdf

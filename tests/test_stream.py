@@ -65,3 +65,93 @@ def test_a_chunk_with_other_variables_or_shapes_is_refused(tmp_path):
     fresh = DrawStream(tmp_path / "other.nc")
     with pytest.raises(ValueError, match="chains"):
         fresh.append({"w": samples["w"], "layer": {"b": samples["layer"]["b"][:1]}}, info)
+
+
+# ------------------------------------------------------------------ the driver's stream= argument
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(steps_done: int):
+    def callback(steps):
+        if steps >= steps_done:
+            raise _Stop
+
+    return callback
+
+
+@pytest.fixture(scope="module")
+def constrained_sampler():
+    """A NumPyro model with a positive parameter: the stream holds the user's (constrained) values."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    import sgmcmc
+
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+        numpyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+    y = np.random.default_rng(0).normal(1.0, 0.7, size=20)
+    return sgmcmc.mala(sgmcmc.Target.from_numpyro(model, y), 0.2)
+
+
+def test_streamed_run_equals_the_in_memory_run(tmp_path, constrained_sampler):
+    import sgmcmc
+
+    kw = dict(num_samples=25, num_warmup=10, num_chains=2, seed=3, chunk_size=7, progress=False)
+    full = sgmcmc.sample(constrained_sampler, **kw)
+    path = tmp_path / "run.nc"
+    lean = sgmcmc.sample(constrained_sampler, **kw, stream=path, keep_draws=False)
+    assert lean.samples is None
+    idata = az.from_netcdf(path)
+    for name in ("mu", "sigma"):
+        np.testing.assert_array_equal(idata.posterior[name].values, np.asarray(full.samples[name]))
+    assert np.all(idata.posterior["sigma"].values > 0)
+    np.testing.assert_array_equal(idata.sample_stats["lp"].values, np.asarray(full.info.logdensity))
+    assert idata.posterior.attrs["sampler"] == "mala"
+
+
+def test_stream_follows_the_collection_policy(tmp_path, constrained_sampler):
+    import sgmcmc
+
+    kw = dict(num_samples=9, num_chains=2, seed=4, chunk_size=4, progress=False, keep=lambda c: c % 3 == 0)
+    full = sgmcmc.sample(constrained_sampler, **kw)
+    sgmcmc.sample(constrained_sampler, **kw, stream=tmp_path / "kept.nc")
+    idata = open_stream(tmp_path / "kept.nc")
+    assert idata.posterior.sizes["draw"] == 9
+    np.testing.assert_array_equal(idata.posterior["mu"].values, np.asarray(full.samples["mu"]))
+
+
+@pytest.mark.parametrize("keep_draws", [True, False])
+def test_resumed_run_continues_the_stream(tmp_path, constrained_sampler, keep_draws):
+    import sgmcmc
+
+    kw = dict(num_samples=30, num_chains=2, seed=6, chunk_size=4, progress=False)
+    full = sgmcmc.sample(constrained_sampler, **kw)
+    path, ckpt = tmp_path / "run.nc", tmp_path / "ckpt"
+    with pytest.raises(_Stop):
+        sgmcmc.sample(
+            constrained_sampler, **kw, stream=path, checkpoint=ckpt, keep_draws=keep_draws, callback=_stop_after(19)
+        )
+    assert 0 < open_stream(path).posterior.sizes["draw"] < 30
+    sgmcmc.sample(constrained_sampler, **kw, stream=path, checkpoint=ckpt, keep_draws=keep_draws)
+    np.testing.assert_array_equal(open_stream(path).posterior["mu"].values, np.asarray(full.samples["mu"]))
+    if keep_draws:  # the checkpoint holds the draws: a lost stream is written again
+        path.unlink()
+        sgmcmc.sample(constrained_sampler, **kw, stream=path, checkpoint=ckpt, keep_draws=keep_draws)
+        np.testing.assert_array_equal(open_stream(path).posterior["sigma"].values, np.asarray(full.samples["sigma"]))
+    else:
+        path.unlink()
+        with pytest.raises(ValueError, match="cannot resume the stream"):
+            sgmcmc.sample(constrained_sampler, **kw, stream=path, checkpoint=ckpt, keep_draws=keep_draws)
+
+
+def test_stream_must_be_a_path(constrained_sampler):
+    import sgmcmc
+
+    with pytest.raises(TypeError, match="stream must be a file path"):
+        sgmcmc.sample(constrained_sampler, num_samples=2, seed=0, stream=3, progress=False)
