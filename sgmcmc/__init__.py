@@ -21,6 +21,7 @@ from sgmcmc import (
     reducers,
     reference,
     schedules,
+    stream,
     tuning,
 )
 from sgmcmc.iterate_averaging import IterateAverage, iterate_average
@@ -80,6 +81,7 @@ __all__ = [
     "neutra",
     "flows",
     "relaxed",
+    "stream",
     "fit_swag",
     "SWAGPosterior",
     "iterate_average",
