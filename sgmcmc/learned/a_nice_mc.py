@@ -65,8 +65,7 @@ from jax.flatten_util import ravel_pytree
 from sgmcmc import flows, noise
 from sgmcmc._tree import PyTree
 from sgmcmc.adaptation.window import check_target_accept, window_adaptation
-from sgmcmc.learned.l2hmc import check_params
-from sgmcmc.learned.training import Chains, Trainable, flat_logdensity, reciprocal_esjd_loss
+from sgmcmc.learned.training import Chains, Trainable, check_params, flat_logdensity, reciprocal_esjd_loss
 from sgmcmc.samplers.base import Sampler, register
 from sgmcmc.samplers.hmc import HMCState, _check_steps, _check_threshold, hamiltonian_transition, hmc_init
 from sgmcmc.samplers.proposal import ACCEPT_STREAM, metropolis_hastings

@@ -57,13 +57,13 @@ from jax.flatten_util import ravel_pytree
 
 from sgmcmc import noise
 from sgmcmc._tree import PyTree
-from sgmcmc.learned.training import Chains, Trainable, flat_logdensity, reciprocal_esjd_loss
+from sgmcmc.learned.training import Chains, Trainable, check_params, flat_logdensity, reciprocal_esjd_loss
 from sgmcmc.samplers.base import Sampler, register
 from sgmcmc.samplers.hmc import HMCInfo, HMCState, _check_threshold
 from sgmcmc.samplers.proposal import metropolis_hastings
 from sgmcmc.target import Target
 
-__all__ = ["L2HMCConfig", "l2hmc_kernel", "l2hmc_map", "l2hmc_proposal", "l2hmc", "check_params", "kernel_config"]
+__all__ = ["L2HMCConfig", "l2hmc_kernel", "l2hmc_map", "l2hmc_proposal", "l2hmc", "kernel_config"]
 
 _MOMENTUM_STREAM = 0x12
 _DIRECTION_STREAM = 0x13
@@ -290,23 +290,6 @@ def kernel_config(kernel: Trainable) -> L2HMCConfig:
     if not isinstance(kernel, Trainable) or not isinstance(kernel.config, L2HMCConfig):
         raise TypeError(f"kernel must come from sgmcmc.learned.l2hmc_kernel, got {kernel!r}.")
     return kernel.config
-
-
-def check_params(params, reference, what: str = "params"):
-    """``params`` cast to the reference's dtypes after checking structure, shapes and finiteness."""
-    if jax.tree.structure(params) != jax.tree.structure(reference):
-        raise ValueError(f"{what} do not have the structure of this kernel's parameters (wrong kernel or settings).")
-    out = []
-    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference)):
-        a = jnp.asarray(a)
-        if a.shape != b.shape:
-            raise ValueError(
-                f"{what}: a leaf has shape {a.shape}, this kernel expects {b.shape} (dimension mismatch?)."
-            )
-        if not bool(jnp.all(jnp.isfinite(a))):
-            raise ValueError(f"{what} contain non-finite values.")
-        out.append(a.astype(b.dtype))
-    return jax.tree.unflatten(jax.tree.structure(reference), out)
 
 
 @register("l2hmc")

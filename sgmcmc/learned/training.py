@@ -65,6 +65,7 @@ __all__ = [
     "train",
     "reciprocal_esjd_loss",
     "flat_logdensity",
+    "check_params",
     "cost_ledger",
 ]
 
@@ -161,6 +162,23 @@ def flat_logdensity(target: Target) -> tuple[FlatTarget, Callable, jax.Array]:
         return value, ravel_pytree(grad)[0]
 
     return FlatTarget(logdensity, logdensity_and_grad), unravel, flat
+
+
+def check_params(params, reference, what: str = "params"):
+    """``params`` cast to the reference's dtypes after checking structure, shapes and finiteness."""
+    if jax.tree.structure(params) != jax.tree.structure(reference):
+        raise ValueError(f"{what} do not have the structure of this kernel's parameters (wrong kernel or settings).")
+    out = []
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference)):
+        a = jnp.asarray(a)
+        if a.shape != b.shape:
+            raise ValueError(
+                f"{what}: a leaf has shape {a.shape}, this kernel expects {b.shape} (dimension mismatch?)."
+            )
+        if not bool(jnp.all(jnp.isfinite(a))):
+            raise ValueError(f"{what} contain non-finite values.")
+        out.append(a.astype(b.dtype))
+    return jax.tree.unflatten(jax.tree.structure(reference), out)
 
 
 def _int(value, name: str, minimum: int) -> int:
@@ -344,8 +362,8 @@ def train(
     chains = _initial_chains(
         target, kernel, key, num_chains, initial_positions, float(init_scale), flat_target.logdensity_and_grad, flat0
     )
-    if params is None:
-        params = kernel.init_params(noise.fold_in(key, 0x9A), flat0.dtype)
+    reference = kernel.init_params(noise.fold_in(key, 0x9A), flat0.dtype)
+    params = reference if params is None else check_params(params, reference)
     aux = () if kernel.init_aux is None else kernel.init_aux(noise.fold_in(key, 0xA0), params, chains)
     opt_state = optimizer.init(params)
 
@@ -445,24 +463,29 @@ def train(
 
 
 def cost_ledger(report: TrainReport | None, result, ess: float | None = None) -> dict:
-    """Training and sampling cost side by side, and ESS per gradient evaluation with and without training.
+    """Training, warmup and sampling cost side by side; ESS per gradient evaluation with and without them.
 
     Args:
-        report: the :class:`TrainReport` (``None`` for an untrained sampler).
-        result: the :class:`~sgmcmc.result.SampleResult` of the frozen sampler.
-        ess: an effective sample size of that run (e.g. the minimum bulk ESS
-            over coordinates) to turn costs into rates.
+        report: the :class:`TrainReport` (``None`` for an untrained sampler,
+            e.g. HMC or NUTS, whose tuning cost is its warmup).
+        result: the :class:`~sgmcmc.result.SampleResult` of the (frozen) sampler.
+        ess: an effective sample size of that run's draws (e.g. the minimum
+            bulk ESS over coordinates) to turn costs into rates.
 
-    Gradient evaluations count every evaluation of the target's log density
-    or its gradient (a density-only evaluation, as in A-NICE-MC's moves,
-    counts as one).
+    ``*_sampling`` rates count the kept draws' steps only; ``*_total`` rates
+    add training and warmup (burn-in). Gradient evaluations count every
+    evaluation of the target's log density or its gradient (a density-only
+    evaluation, as in A-NICE-MC's moves, counts as one); training's backward
+    passes through them are not counted separately (they are in its seconds).
     """
-    sample_grads = int(np.sum(np.asarray(result.info.num_grad_evals, np.int64)))
-    warm_grads = int(np.sum(np.asarray(result.warmup_grad_evals, np.int64)))
+    timing = result.timing
     sampling = {
-        "grad_evals": sample_grads + warm_grads,
-        "seconds": float(result.timing["warmup_s"] + result.timing["sampling_s"]),
-        "compile_s": float(result.timing["compile_s"]),
+        "grad_evals": int(np.sum(np.asarray(result.info.num_grad_evals, np.int64))),
+        "seconds": float(timing["sampling_s"]),
+    }
+    warmup = {
+        "grad_evals": int(np.sum(np.asarray(result.warmup_grad_evals, np.int64))),
+        "seconds": float(timing["warmup_s"]),
     }
     training = {"grad_evals": 0, "seconds": 0.0, "compile_s": 0.0, "steps": 0}
     if report is not None:
@@ -474,9 +497,11 @@ def cost_ledger(report: TrainReport | None, result, ess: float | None = None) ->
         }
     out = {
         "training": training,
+        "warmup": warmup,
         "sampling": sampling,
-        "total_grad_evals": training["grad_evals"] + sampling["grad_evals"],
-        "total_seconds": training["seconds"] + sampling["seconds"],
+        "sampling_compile_s": float(timing["compile_s"]),
+        "total_grad_evals": training["grad_evals"] + warmup["grad_evals"] + sampling["grad_evals"],
+        "total_seconds": training["seconds"] + warmup["seconds"] + sampling["seconds"],
     }
     if ess is not None:
         out["ess"] = float(ess)
