@@ -6,11 +6,14 @@ Two kinds of parallelism, one mesh with two named axes (see ``docs/scaling.md``)
   axis) are split over the devices of this axis. The driver compiles the
   **same** program as on one device, with its inputs and outputs placed by a
   :class:`~jax.sharding.NamedSharding` (chain axis on ``"chains"``, the rest
-  replicated), and lets XLA's SPMD partitioner split the vmapped batch.
-  Independent chains exchange nothing, so the compiled step has no
-  collective; an adaptation that pools chains (ChEES) gets the cross-device
-  reductions it needs from the partitioner, with the same semantics as on one
-  device. Keys and arithmetic per chain are those of the one-device run, so
+  replicated); the sampler's transition (one chain's, by contract) runs
+  inside a ``shard_map`` over ``"chains"``, each device vmapping its own
+  chains, so independent chains exchange nothing and a device never waits
+  for another's (a vmapped NUTS ``while_loop`` left to the SPMD partitioner
+  all-reduces its loop condition over every chain at every iteration). An
+  adaptation that pools chains (ChEES) runs outside that ``shard_map`` and
+  gets the cross-device reductions it needs from the partitioner, with the
+  same meaning as on one device. Keys and arithmetic per chain are those of the one-device run, so
   the draws are the same; bit for bit where XLA compiles a chain's arithmetic
   the same way for the smaller per-device batch (HMC on a Gaussian in the tests),
   otherwise to float rounding: XLA:CPU compiles some sums differently for 4,
@@ -298,7 +301,10 @@ def _over_strata(data: ShardedData, local_fn, *args_specs):
         first = lax.axis_index(axis) * per_device
         return lax.psum(local_fn(arrays, counts, first, *args), axis)
 
-    mapped = jax.shard_map(local, mesh=data.mesh, in_specs=(P(axis), P(axis), *specs), out_specs=P(), axis_names={axis})
+    # Inside the driver's shard_map over "chains" the context mesh has that axis Manual: use it.
+    context = jax.sharding.get_abstract_mesh()
+    mesh = context if not context.empty and context.axis_names == data.mesh.axis_names else data.mesh
+    mapped = jax.shard_map(local, mesh=mesh, in_specs=(P(axis), P(axis), *specs), out_specs=P(), axis_names={axis})
     return mapped(data.arrays, data.counts, *values)
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 import re
 import sys
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 NUM_DATA, BATCH = 203, 20  # N not a multiple of 2 or 4: unequal strata, padded rows
 
@@ -42,6 +44,30 @@ def logistic_target():
 
     _TARGETS.append(sgmcmc.Target.from_data(lambda w: -0.5 * jnp.sum(w**2), loglik, {"x": x, "y": y}, jnp.zeros(3)))
     return _TARGETS[0]
+
+
+class LoopState(NamedTuple):
+    position: jax.Array
+
+
+def loop_sampler(target):
+    """A toy kernel whose step runs a while_loop for a random, per-chain number of iterations.
+
+    Vmapped, the loop runs until every chain's condition is false; left to the
+    SPMD partitioner that "any" is an all-reduce at every iteration, which the
+    driver's shard_map over the chains axis avoids.
+    """
+    from sgmcmc import noise
+    from sgmcmc.samplers.base import Sampler
+    from sgmcmc.samplers.sg_common import SGInfo
+
+    def step(key, state, batch=None):
+        trips = lax.while_loop(lambda i: noise.uniform_at(key, i) > 0.3, lambda i: i + 1, 0)
+        moved = LoopState(0.5 * state.position + trips.astype(state.position.dtype))
+        one = jnp.ones(())
+        return moved, SGInfo(one, jnp.zeros((), bool), one, trips, -jnp.sum(moved.position**2))
+
+    return Sampler(LoopState, step, target, None, "loop")
 
 
 def sgld_run(mesh):
@@ -150,6 +176,12 @@ def single(path: str) -> None:
     hmc_mesh = sgmcmc.sample(hmc, num_samples=25, num_chains=8, seed=3, progress=False, mesh=sharding.make_mesh(4))
     out["hmc_4"] = hmc_mesh.samples
     out["hmc_4_state_spec"] = np.array(str(hmc_mesh.last_state.position.sharding.spec))
+    # a while_loop with a per-chain trip count (NUTS' shape, compiled in a fraction of NUTS' time)
+    loop = loop_sampler(gaussian)
+    out["loop_1"] = sgmcmc.sample(loop, num_samples=20, num_chains=8, seed=4, progress=False).samples
+    out["loop_4"] = sgmcmc.sample(
+        loop, num_samples=20, num_chains=8, seed=4, progress=False, mesh=sharding.make_mesh(4)
+    ).samples
     lap("chains")
     # 2. data-parallel gradient estimates
     estimator_checks(out)

@@ -104,9 +104,12 @@ def _single(worker_results):
 
 
 def test_chains_over_four_devices_give_the_same_draws_as_one_device(worker_results):
+    """8 chains, 2 per device: HMC, and a kernel with a per-chain while loop (NUTS' shape)."""
     out = _single(worker_results)
     np.testing.assert_array_equal(out["hmc_4"], out["hmc_1"])
     assert str(out["hmc_4_state_spec"]) == "P('chains',)"  # the final state really is split over the chains axis
+    assert len(np.unique(out["loop_1"][:, -1])) > 1  # the chains took different numbers of loop iterations
+    np.testing.assert_array_equal(out["loop_4"], out["loop_1"])
 
 
 @pytest.mark.parametrize("devices", [2, 4])
@@ -143,9 +146,10 @@ def test_full_data_log_density_over_data_devices_equals_one_device(worker_result
 
 def test_communication_one_all_reduce_per_step_for_data_none_for_chains(worker_results):
     out = _single(worker_results)
-    assert int(out["collectives_4x1_programs"]) == 1 and int(out["collectives_2x2_programs"]) == 1
+    assert int(out["collectives_4x1_programs"]) == 2 and int(out["collectives_2x2_programs"]) == 1  # HMC, loop; SGLD
     for op in ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter"):
-        assert int(out[f"collectives_4x1_{op}"]) == 0, op  # independent chains exchange nothing
+        # independent chains exchange nothing, not even a vmapped while loop's condition
+        assert int(out[f"collectives_4x1_{op}"]) == 0, op
     assert int(out["collectives_2x2_all-reduce"]) == 1  # the gradient (and value) once per step
     for op in ("all-gather", "collective-permute", "all-to-all", "reduce-scatter"):
         assert int(out[f"collectives_2x2_{op}"]) == 0, op
