@@ -54,6 +54,11 @@ def _as_float_leaf(x: Any, where: str) -> jax.Array:
     return arr
 
 
+def _has_non_finite(x) -> bool:
+    x = np.asarray(x)
+    return x.dtype.kind in "fc" and not np.all(np.isfinite(x))
+
+
 def check_position(position: PyTree, what: str = "initial position") -> PyTree:
     """Validate a position pytree and return it with floating-point array leaves.
 
@@ -64,6 +69,13 @@ def check_position(position: PyTree, what: str = "initial position") -> PyTree:
     if not leaves:
         raise ValueError(f"The {what} is an empty pytree; give at least one array.")
     leaves = [_as_float_leaf(x, f"The {what}") for x in leaves]
+    if sum(int(np.size(x)) for x in leaves) == 0:
+        raise ValueError(f"The {what} has no entries (every leaf has size 0): {describe_tree(position)}.")
+    # One floating dtype for every leaf: samplers move the raveled position, whose
+    # dtype is the leaves' common one, and a float32 leaf next to a float64 one
+    # made their steps change a leaf's dtype inside a compiled loop (a JAX type error).
+    common = jnp.result_type(*leaves)
+    leaves = [x.astype(common) for x in leaves]
     # On the host: one check per leaf without compiling a program for each.
     bad = [i for i, x in enumerate(leaves) if not np.all(np.isfinite(np.asarray(x)))]
     if bad:
@@ -187,8 +199,17 @@ class Target:
 
     # -- evaluation ---------------------------------------------------------
     def logdensity(self, position: PyTree) -> jax.Array:
-        """The log density at ``position`` using this target's data."""
-        return self.logdensity_fn(position, self.data)
+        """The log density at ``position`` using this target's data, in the position's dtype.
+
+        A float32 log density over a float64 position (or the reverse) is cast
+        to the position's dtype, so that samplers carrying both in one loop
+        state see one dtype.
+        """
+        value = self.logdensity_fn(position, self.data)
+        leaves = jax.tree.leaves(position)
+        if leaves and jnp.issubdtype(jnp.result_type(value), jnp.floating):
+            value = jnp.asarray(value, jnp.result_type(*leaves))
+        return value
 
     @property
     def is_data_driven(self) -> bool:
@@ -213,6 +234,7 @@ class Target:
         """
         position = check_position(position, what)
         _check_same_structure(self.initial_position, position, f"The {what}")
+        position = jax.tree.map(lambda x, ref: x.astype(jnp.result_type(ref)), position, self.initial_position)
         if evaluate:
             _scalar_logdensity(jax.jit(self.logdensity)(position), f"The log density of target {self.name!r}")
         return position
@@ -294,7 +316,15 @@ class Target:
             name=name,
         )
         _scalar_logdensity(logprior_fn(position), f"logprior_fn of target {name!r}")
-        _scalar_logdensity(jax.jit(target.logdensity)(position), f"The log density of target {name!r}")
+        value = jax.jit(target.logdensity)(position)
+        if np.ndim(value) == 0 and not np.isfinite(float(value)):
+            bad = [n for n, x in zip(tree_leaf_names(data, root="data"), jax.tree.leaves(data)) if _has_non_finite(x)]
+            if bad:
+                raise ValueError(
+                    f"data contains non-finite values (NaN or inf) in {bad} and the log density of target {name!r} "
+                    f"is {float(value)} at the initial position; drop or impute those examples."
+                )
+        _scalar_logdensity(value, f"The log density of target {name!r}")
         return target
 
     @classmethod

@@ -95,9 +95,15 @@ def check_temperature(temperature: Temperature, name: str = "temperature") -> Te
 
 
 def current_temperature(temperature: Temperature, count: jax.Array, dtype) -> jax.Array:
-    """The temperature of the step at ``count`` (the schedule's value, or the constant)."""
+    """The temperature of the step at ``count`` (the schedule's value, or the constant).
+
+    A schedule that turns negative after the counts :func:`check_temperature`
+    looked at gives NaN, so the step is rejected and reported as divergent
+    rather than silently run cold (SGHMC clips a negative noise variance to 0).
+    """
     if callable(temperature):
-        return jnp.asarray(temperature(count), dtype)
+        value = jnp.asarray(temperature(count), dtype)
+        return jnp.where(value < 0, jnp.nan, value)
     return jnp.asarray(temperature, dtype)
 
 

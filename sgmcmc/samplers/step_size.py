@@ -54,7 +54,15 @@ def initial_step_size(step_size: StepSize, dtype) -> jax.Array:
 
 
 def current_step_size(step_size: StepSize, stored: jax.Array, count: jax.Array) -> jax.Array:
-    """Step size for the step at ``count``: the schedule's value, or the stored one."""
+    """Step size for the step at ``count``: the schedule's value, or the stored one.
+
+    :func:`check_step_size` checks a schedule at a few counts only. A schedule
+    that turns negative later in a run gives NaN here, so the step is rejected
+    and reported as divergent (``info.is_divergent``, the state kept) instead
+    of running a sampler backwards (SGHMC with a negative step size climbs away
+    from the mode and its draws grow without bound while staying finite).
+    """
     if callable(step_size):
-        return jnp.asarray(step_size(count), stored.dtype)
+        value = jnp.asarray(step_size(count), stored.dtype)
+        return jnp.where(value < 0, jnp.nan, value)
     return stored
