@@ -21,6 +21,7 @@ from sgmcmc import (
     reducers,
     reference,
     schedules,
+    sharding,
     stream,
     tuning,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "neutra",
     "flows",
     "relaxed",
+    "sharding",
     "stream",
     "fit_swag",
     "SWAGPosterior",

@@ -9,7 +9,8 @@ is what 1.x uses natively, and converts it at this edge for 0.x with
 
 from __future__ import annotations
 
-import arviz as az
+from importlib import metadata
+
 import xarray as xr
 
 __all__ = ["ARVIZ_MAJOR", "to_arviz_object"]
@@ -22,11 +23,15 @@ def _major(version: str) -> int:
         return 0
 
 
-ARVIZ_MAJOR = _major(getattr(az, "__version__", "0"))
+# Read from the installed distribution: importing ArviZ itself costs 2-3 s (SciPy,
+# matplotlib), which ``import sgmcmc`` should not pay before ArviZ is used.
+ARVIZ_MAJOR = _major(metadata.version("arviz"))
 
 
 def to_arviz_object(groups: dict[str, xr.Dataset], attrs: dict | None = None):
     """``InferenceData`` on ArviZ 0.x, ``xarray.DataTree`` on ArviZ >= 1."""
+    import arviz as az
+
     tree = xr.DataTree.from_dict({name: ds for name, ds in groups.items()})
     if attrs:
         for ds_name in groups:
