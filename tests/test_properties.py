@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import sgmcmc
@@ -139,6 +139,7 @@ RUN_ON_PYTREES = ["sgld", "sghmc", "baoab", "mala", "chees_hmc", "constant_sgd"]
 
 
 @COSTLY
+@example(position={"w": np.ones((2, 3), np.float32), "b": [np.zeros(2), np.zeros((), np.int32)]}, name="mala", x64=True)
 @given(
     position=pytrees(leaves(allow_non_finite=False)).filter(lambda p: total_size(p) > 0),
     name=st.sampled_from(RUN_ON_PYTREES),
@@ -190,7 +191,7 @@ def test_zero_size_and_non_finite_data(num_data, bad):
 SG = ["sgld", "psgld", "sghmc", "sgnht", "baoab", "sgld_cv", "constant_sgd", "swag"]
 
 
-@settings(max_examples=8, **_COMMON)
+@settings(max_examples=6, **_COMMON)
 @given(
     name=st.sampled_from(SG),
     num_data=st.integers(1, 6),
@@ -226,6 +227,9 @@ def test_batch_sizes_around_n(name, num_data, offset, other, use_other):
 
 
 @COSTLY
+@example(name="sghmc", start=5, length=20, bad=-0.5, which="temperature")  # was run cold, silently
+@example(name="sghmc", start=5, length=3, bad=-1e-2, which="step_size")  # ran away, finite
+@example(name="nuts", start=3, length=4, bad=math.inf, which="step_size")
 @given(
     name=st.sampled_from(["sgld", "sghmc", "sgnht", "baoab", "psgld", "mala", "hmc", "nuts"]),
     start=st.integers(2, 30),
