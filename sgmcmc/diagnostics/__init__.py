@@ -1,5 +1,6 @@
 """Diagnostics: ArviZ conversion and what ArviZ lacks for this job."""
 
+from sgmcmc.diagnostics import sbc_models
 from sgmcmc.diagnostics.arviz import to_arviz
 from sgmcmc.diagnostics.convergence import (
     ConvergenceSummary,
@@ -21,9 +22,12 @@ from sgmcmc.diagnostics.predictive import (
     rmse,
     total_variation,
 )
+from sgmcmc.diagnostics.sbc import SBCModel, SBCResult, rank_uniformity, sbc
 
 __all__ = [
     "ConvergenceSummary",
+    "SBCModel",
+    "SBCResult",
     "accuracy",
     "agreement",
     "brier_score",
@@ -35,8 +39,11 @@ __all__ = [
     "posterior_predictive_probs",
     "predicted_class_log_probs",
     "predictive_log_density",
+    "rank_uniformity",
     "rhat",
     "rmse",
+    "sbc",
+    "sbc_models",
     "summary",
     "to_arviz",
     "total_variation",
