@@ -117,7 +117,13 @@ class Trainable(NamedTuple):
 
 
 class TrainReport(NamedTuple):
-    """The training half of the cost ledger (per step curves are means over the chain batch)."""
+    """The training half of the cost ledger (per step curves are means over the chain batch).
+
+    ``final_positions`` are the chain batch's flat positions after the last
+    step: draws of a Metropolis-corrected chain that has run all of training,
+    good starting points for the frozen sampler (a learned proposal may work
+    only where it was trained).
+    """
 
     loss: np.ndarray
     acceptance: np.ndarray
@@ -128,6 +134,7 @@ class TrainReport(NamedTuple):
     compile_s: float
     stopped_early: bool
     best_step: int
+    final_positions: np.ndarray | None = None
 
 
 class TrainResult(NamedTuple):
@@ -458,6 +465,7 @@ def train(
         compile_s=float(compile_s),
         stopped_early=stopped,
         best_step=best[1] if patience is not None else len(table),
+        final_positions=np.asarray(carry[3].position),
     )
     return TrainResult(frozen, report)
 
