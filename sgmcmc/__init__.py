@@ -17,6 +17,7 @@ from sgmcmc import (
     flows,
     gradient_noise,
     gradients,
+    learned,
     noise,
     reducers,
     reference,
@@ -26,6 +27,7 @@ from sgmcmc import (
     tuning,
 )
 from sgmcmc.iterate_averaging import IterateAverage, iterate_average
+from sgmcmc.learned import a_nice_mc, l2hmc
 from sgmcmc.result import SampleResult
 from sgmcmc.run import sample
 from sgmcmc.samplers import (
@@ -80,6 +82,9 @@ __all__ = [
     "swag",
     "flow_mh",
     "neutra",
+    "l2hmc",
+    "a_nice_mc",
+    "learned",
     "flows",
     "relaxed",
     "sharding",
