@@ -1,6 +1,6 @@
 """Diagnostics: ArviZ conversion and what ArviZ lacks for this job."""
 
-from sgmcmc.diagnostics import sbc_models
+from sgmcmc.diagnostics import sbc, sbc_models  # sbc.sbc(model, build_sampler): the module keeps its name
 from sgmcmc.diagnostics.arviz import to_arviz
 from sgmcmc.diagnostics.convergence import (
     ConvergenceSummary,
@@ -22,7 +22,7 @@ from sgmcmc.diagnostics.predictive import (
     rmse,
     total_variation,
 )
-from sgmcmc.diagnostics.sbc import SBCModel, SBCResult, rank_uniformity, sbc
+from sgmcmc.diagnostics.sbc import SBCModel, SBCResult, rank_uniformity
 
 __all__ = [
     "ConvergenceSummary",
