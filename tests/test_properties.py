@@ -126,6 +126,9 @@ BUILDERS = {
     "swag": lambda t: sgmcmc.swag(t, 1e-2, batch_size=3, max_rank=2),
     "flow_mh": lambda t: sgmcmc.flow_mh(t, 0.3, adapt_flow=False),
     "neutra": lambda t: sgmcmc.neutra(t, 0.3, kernel="hmc", num_integration_steps=3, fit_flow=False),
+    # Learned kernels, untrained (random output layers: slow, never wrong).
+    "l2hmc": lambda t: sgmcmc.l2hmc(t, step_size=0.1, num_leapfrog_steps=3, hidden=(4,)),
+    "a_nice_mc": lambda t: sgmcmc.a_nice_mc(t),
 }
 
 
