@@ -67,7 +67,7 @@ from sgmcmc._tree import PyTree
 from sgmcmc.adaptation.window import check_target_accept, window_adaptation
 from sgmcmc.learned.training import Chains, Trainable, check_params, flat_logdensity, reciprocal_esjd_loss
 from sgmcmc.samplers.base import Sampler, register
-from sgmcmc.samplers.hmc import HMCState, _check_steps, _check_threshold, hamiltonian_transition, hmc_init
+from sgmcmc.samplers.hmc import HMCState, _check_steps, _check_threshold, hmc_init, local_moves
 from sgmcmc.samplers.proposal import ACCEPT_STREAM, metropolis_hastings
 from sgmcmc.samplers.step_size import StepSize, check_step_size
 from sgmcmc.samplers.step_size_search import find_reasonable_step_size
@@ -461,19 +461,9 @@ def _build(target: Target, settings: tuple) -> Sampler:
     def step(key, state: HMCState, batch=None):
         if batch is not None:
             raise ValueError("a_nice_mc is a full-batch sampler; it does not take a minibatch.")
-        dtype = state.logdensity.dtype
-        rate, accepted, divergent = jnp.ones((), dtype), jnp.ones((), bool), jnp.zeros((), bool)
-        eps = jnp.asarray(state.step_size, dtype)
-        for i in range(num_local_steps):
-            state, info = hamiltonian_transition(
-                noise.fold_in(key, i), state, target, step_size, steps, divergence_threshold
-            )
-            rate, accepted, divergent, eps = (
-                info.acceptance_rate,
-                info.is_accepted,
-                divergent | info.is_divergent,
-                jnp.asarray(info.step_size, dtype),
-            )
+        state, rate, accepted, divergent, eps = local_moves(
+            key, state, target, step_size, steps, num_local_steps, divergence_threshold
+        )
         state, n_rate, n_accept, n_nan = nice_move(noise.fold_in(key, _NICE_STREAM), state, target, config, params)
         if num_local_steps == 0:
             rate, accepted = n_rate, n_accept

@@ -59,7 +59,7 @@ from sgmcmc import noise
 from sgmcmc._tree import PyTree
 from sgmcmc.learned.training import Chains, Trainable, check_params, flat_logdensity, reciprocal_esjd_loss
 from sgmcmc.samplers.base import Sampler, register
-from sgmcmc.samplers.hmc import HMCInfo, HMCState, _check_threshold
+from sgmcmc.samplers.hmc import HMCInfo, HMCState, _check_threshold, hmc_init
 from sgmcmc.samplers.proposal import metropolis_hastings
 from sgmcmc.target import Target
 
@@ -339,16 +339,8 @@ def l2hmc(
 
 def _build(target: Target, kernel: Trainable, config: L2HMCConfig, params, divergence_threshold: float) -> Sampler:
     def init(position: PyTree) -> HMCState:
-        logdensity, grad = jax.value_and_grad(target.logdensity)(position)
         flat, _ = ravel_pytree(position)
-        return HMCState(
-            position=position,
-            logdensity=logdensity,
-            logdensity_grad=grad,
-            step_size=jnp.exp(params["log_step_size"]).astype(flat.dtype),
-            inverse_mass_matrix=jnp.ones_like(flat),
-            count=jnp.zeros((), jnp.int32),
-        )
+        return hmc_init(target, position, jnp.exp(params["log_step_size"]), jnp.ones_like(flat))
 
     def step(key, state: HMCState, batch=None):
         if batch is not None:

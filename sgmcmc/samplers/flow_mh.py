@@ -48,7 +48,7 @@ from sgmcmc._tree import PyTree
 from sgmcmc.adaptation.base import Warmup
 from sgmcmc.adaptation.window import check_target_accept, window_adaptation
 from sgmcmc.samplers.base import Sampler, register
-from sgmcmc.samplers.hmc import _check_steps, _check_threshold, hamiltonian_transition, hmc_init
+from sgmcmc.samplers.hmc import _check_steps, _check_threshold, hmc_init, local_moves
 from sgmcmc.samplers.metrics import check_inverse_mass_matrix, check_metric
 from sgmcmc.samplers.proposal import metropolis_hastings
 from sgmcmc.samplers.step_size import StepSize, check_step_size
@@ -259,25 +259,15 @@ def _build(target: Target, settings: tuple) -> Sampler:
     def step(key, state: FlowMHState, batch=None):
         if batch is not None:
             raise ValueError("flow_mh is a full-batch sampler; it does not take a minibatch.")
-        dtype = state.logdensity.dtype
-        rate, accepted, divergent = jnp.ones((), dtype), jnp.ones((), bool), jnp.zeros((), bool)
-        eps = state.step_size
-        for i in range(num_local_steps):
-            state, info = hamiltonian_transition(
-                noise.fold_in(key, i), state, target, step_size, steps, divergence_threshold
-            )
-            rate, accepted, divergent, eps = (
-                info.acceptance_rate,
-                info.is_accepted,
-                divergent | info.is_divergent,
-                info.step_size,
-            )
+        state, rate, accepted, divergent, eps = local_moves(
+            key, state, target, step_size, steps, num_local_steps, divergence_threshold
+        )
         state, g_rate, g_accept, g_nan = global_move(noise.fold_in(key, _GLOBAL_STREAM), state, target, flow)
         info = FlowMHInfo(
             acceptance_rate=rate,
             is_accepted=accepted,
             is_divergent=divergent | g_nan,
-            step_size=jnp.asarray(eps, dtype),
+            step_size=eps,
             num_grad_evals=jnp.asarray(num_local_steps * steps + 1, jnp.int32),
             logdensity=state.logdensity,
             global_acceptance_rate=g_rate,

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from sgmcmc import noise
 from sgmcmc._tree import PyTree
 from sgmcmc.adaptation.window import check_target_accept, window_adaptation
 from sgmcmc.samplers.base import Sampler, register
@@ -153,6 +154,38 @@ def hamiltonian_transition(
         logdensity=new_logdensity,
     )
     return new_state, info
+
+
+def local_moves(
+    key: jax.Array,
+    state: HMCState,
+    target: Target,
+    step_size: StepSize,
+    num_integration_steps: int,
+    num_moves: int,
+    divergence_threshold: float,
+) -> tuple[HMCState, jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``num_moves`` :func:`hamiltonian_transition` s in a row (MALA when ``num_integration_steps == 1``).
+
+    The local half of a mixed kernel (flow-MH, A-NICE-MC): move ``i`` uses
+    ``noise.fold_in(key, i)``. Returns the state and, for the info record, the
+    last move's acceptance rate and decision, whether any move diverged, and the
+    step size used (the state's when ``num_moves == 0``), in the log density's dtype.
+    """
+    dtype = state.logdensity.dtype
+    rate, accepted, divergent = jnp.ones((), dtype), jnp.ones((), bool), jnp.zeros((), bool)
+    eps = state.step_size
+    for i in range(num_moves):
+        state, info = hamiltonian_transition(
+            noise.fold_in(key, i), state, target, step_size, num_integration_steps, divergence_threshold
+        )
+        rate, accepted, divergent, eps = (
+            info.acceptance_rate,
+            info.is_accepted,
+            divergent | info.is_divergent,
+            info.step_size,
+        )
+    return state, rate, accepted, divergent, jnp.asarray(eps, dtype)
 
 
 @register("hmc")
