@@ -590,10 +590,10 @@ def sample(
         """Reduce a sampling chunk's draws on the device, copy what is kept to the host, stream it to disk."""
         nonlocal accs
         if reduce_fn is not None:
-            slots = (t - num_warmup) // thin + np.arange(np.shape(jax.tree.leaves(out)[0])[0])
-            mask = np.arange(len(slots)) < valid
+            rows = np.shape(jax.tree.leaves(out)[0])[0]
+            mask = np.arange(rows) < valid
             if keep_mask is not None:
-                mask &= keep_mask[np.minimum(slots, len(keep_mask) - 1)]
+                mask &= _kept_slots(keep_mask, (t - num_warmup) // thin, rows)
             accs = reduce_fn(accs, out, put(jnp.asarray(mask)))
         kept = out if keep_draws else (None, out[1])
         host = jax.tree.map(lambda x, v=valid: to_host(x[:v]), kept)
@@ -602,7 +602,8 @@ def sample(
             ckpt.write_chunk(len(outputs) - 1, host)
         if writer is not None:
             first = (t - num_warmup) // thin
-            chunk = host if keep_draws else jax.tree.map(lambda x, v=valid: to_host(x[:v]), out)
+            # Without keep_draws the host copy holds only the info: add the positions, once.
+            chunk = host if keep_draws else (jax.tree.map(lambda x, v=valid: to_host(x[:v]), out[0]), host[1])
             _stream_chunk(writer, chunk, first, keep_mask, target)
 
     def run_phase(first_step: int, stop: int, collect: bool, sampling: bool) -> float:
@@ -723,12 +724,17 @@ def _reduce_program(reducers: dict):
     return reduce_chunk
 
 
+def _kept_slots(keep_mask: np.ndarray, first_slot: int, count: int) -> np.ndarray:
+    """Whether the collection policy keeps draw slots ``first_slot, ..., first_slot + count - 1``."""
+    slots = first_slot + np.arange(count)
+    return keep_mask[np.minimum(slots, len(keep_mask) - 1)] & (slots < len(keep_mask))
+
+
 def _stream_chunk(writer, chunk, first_slot: int, keep_mask, target: Target) -> None:
     """Append a host chunk ``(draw, chain, ...)`` of slots ``first_slot, ...`` to a stream."""
     position, info = chunk
     if keep_mask is not None:
-        slots = first_slot + np.arange(np.shape(jax.tree.leaves(info)[0])[0])
-        selected = keep_mask[np.minimum(slots, len(keep_mask) - 1)] & (slots < len(keep_mask))
+        selected = _kept_slots(keep_mask, first_slot, np.shape(jax.tree.leaves(info)[0])[0])
     position, info = jax.tree.map(lambda x: np.swapaxes(x, 0, 1), (position, info))
     samples = _constrain(target, position)  # the whole chunk: one compiled shape per chunk length
     if keep_mask is not None:
