@@ -421,5 +421,6 @@ class Target:
             observed_data=observed or None,
             name=name or getattr(model, "__name__", "numpyro_model"),
         )
-        _scalar_logdensity(jax.jit(target.logdensity)(position), f"The log density of NumPyro model {target.name!r}")
+        # Already evaluated at this point inside the initialisation program: no second compilation.
+        _scalar_logdensity(logdensity_at_z, f"The log density of NumPyro model {target.name!r}")
         return target
