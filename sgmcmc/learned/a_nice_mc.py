@@ -65,7 +65,14 @@ from jax.flatten_util import ravel_pytree
 from sgmcmc import flows, noise
 from sgmcmc._tree import PyTree
 from sgmcmc.adaptation.window import check_target_accept, window_adaptation
-from sgmcmc.learned.training import Chains, Trainable, check_params, flat_logdensity, reciprocal_esjd_loss
+from sgmcmc.learned.training import (
+    Chains,
+    Trainable,
+    check_kernel_config,
+    check_params,
+    flat_logdensity,
+    reciprocal_esjd_loss,
+)
 from sgmcmc.samplers.base import Sampler, register
 from sgmcmc.samplers.hmc import HMCState, _check_steps, _check_threshold, hmc_init, local_moves
 from sgmcmc.samplers.proposal import ACCEPT_STREAM, metropolis_hastings
@@ -370,9 +377,7 @@ def a_nice_mc_kernel(
 
 def kernel_config(kernel: Trainable) -> ANiceMCConfig:
     """The :class:`ANiceMCConfig` of a kernel made by :func:`a_nice_mc_kernel`."""
-    if not isinstance(kernel, Trainable) or not isinstance(kernel.config, ANiceMCConfig):
-        raise TypeError(f"kernel must come from sgmcmc.learned.a_nice_mc_kernel, got {kernel!r}.")
-    return kernel.config
+    return check_kernel_config(kernel, ANiceMCConfig, "a_nice_mc_kernel")
 
 
 def nice_move(key, state: HMCState, target: Target, config: ANiceMCConfig, params):

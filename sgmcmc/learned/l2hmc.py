@@ -57,7 +57,14 @@ from jax.flatten_util import ravel_pytree
 
 from sgmcmc import noise
 from sgmcmc._tree import PyTree
-from sgmcmc.learned.training import Chains, Trainable, check_params, flat_logdensity, reciprocal_esjd_loss
+from sgmcmc.learned.training import (
+    Chains,
+    Trainable,
+    check_kernel_config,
+    check_params,
+    flat_logdensity,
+    reciprocal_esjd_loss,
+)
 from sgmcmc.samplers.base import Sampler, register
 from sgmcmc.samplers.hmc import HMCInfo, HMCState, _check_threshold, hmc_init
 from sgmcmc.samplers.proposal import metropolis_hastings
@@ -287,9 +294,7 @@ def l2hmc_kernel(
 
 def kernel_config(kernel: Trainable) -> L2HMCConfig:
     """The :class:`L2HMCConfig` of a kernel made by :func:`l2hmc_kernel`."""
-    if not isinstance(kernel, Trainable) or not isinstance(kernel.config, L2HMCConfig):
-        raise TypeError(f"kernel must come from sgmcmc.learned.l2hmc_kernel, got {kernel!r}.")
-    return kernel.config
+    return check_kernel_config(kernel, L2HMCConfig, "l2hmc_kernel")
 
 
 @register("l2hmc")

@@ -171,6 +171,13 @@ def flat_logdensity(target: Target) -> tuple[FlatTarget, Callable, jax.Array]:
     return FlatTarget(logdensity, logdensity_and_grad), unravel, flat
 
 
+def check_kernel_config(kernel, config_type: type, factory: str):
+    """The config of ``kernel``, checked to be a :class:`Trainable` made by ``factory`` (a ``config_type``)."""
+    if not isinstance(kernel, Trainable) or not isinstance(kernel.config, config_type):
+        raise TypeError(f"kernel must come from sgmcmc.learned.{factory}, got {kernel!r}.")
+    return kernel.config
+
+
 def check_params(params, reference, what: str = "params"):
     """``params`` cast to the reference's dtypes after checking structure, shapes and finiteness."""
     if jax.tree.structure(params) != jax.tree.structure(reference):
