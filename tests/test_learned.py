@@ -174,6 +174,10 @@ def test_bad_input_and_non_finite_proposals():
         train(l2hmc_kernel(3), target, 0, 10, progress=False)
     with pytest.raises(ValueError, match="dimension 3"):
         l2hmc(target, kernel=l2hmc_kernel(3))
+    with pytest.raises(TypeError, match="a_nice_mc_kernel"):  # another family's kernel
+        a_nice_mc(target, kernel=l2hmc_kernel(2))
+    with pytest.raises(TypeError, match="l2hmc_kernel"):
+        l2hmc(target, kernel=a_nice_mc_kernel(2))
     with pytest.raises(ValueError, match="dimension 3"):
         a_nice_mc(target, kernel=a_nice_mc_kernel(3))
     wrong = l2hmc_kernel(2, hidden=(5,)).init_params(jax.random.key(0))
