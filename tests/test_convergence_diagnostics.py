@@ -118,6 +118,24 @@ def test_float32_default_and_float64_option():
     assert jnp.zeros(1).dtype == jnp.float32
 
 
+def test_float32_ranking_with_ties_matches_arviz():
+    # float32 rows are ranked from packed integer keys, and the folded draws by merging the two
+    # halves of the sorted draws (no second sort): exercise ties, folded values tied across the
+    # two halves (integers symmetric about the median), -0.0 beside +0.0, and Metropolis-style
+    # repeats (a random walk that keeps its value on rejection).
+    rng = np.random.default_rng(7)
+    x = rng.integers(-3, 4, size=(4, 60, 3)).astype(np.float32)
+    x[:, :, 1] = np.where(x[:, :, 1] == 0, np.float32(-0.0), x[:, :, 1])
+    walk = np.cumsum(rng.standard_normal((4, 60)) * (rng.random((4, 60)) < 0.3), axis=1)
+    x[:, :, 2] = np.round(walk, 1)
+    # ArviZ gets the float32 array too: |x - median| is then rounded to float32 on both sides
+    s = cv.summary(x, dtype=np.float64)
+    assert_match(s.rhat, arviz_values(x, "rhat", "rank"))
+    assert_match(s.ess_bulk, arviz_values(x, "ess", "bulk"))
+    assert_match(s.ess_tail, arviz_values(x, "ess", "tail"))
+    assert_match(cv.rhat(x, method="folded", dtype=np.float64), arviz_values(x, "rhat", "folded"))
+
+
 def test_chunks_do_not_change_results():
     x = np.random.default_rng(1).standard_normal((3, 40, 11)).astype(np.float32)
     a = cv.summary(x, chunk_size=1024)

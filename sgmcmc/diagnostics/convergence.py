@@ -30,13 +30,17 @@ How the work is split between NumPy and JAX (measured on 2 CPU cores): the
 ranking is a sort of every parameter's ``chain * draw`` values, and XLA's CPU
 sort was 10-20x slower than NumPy's, so the ranks are computed on the host with
 one NumPy sort of packed (value, index) keys per chunk, on two host threads
-(NumPy's sort releases the GIL); everything after (normal scores, R-hat, FFT
-autocovariances, Geyer's truncation) is one jitted JAX program per chunk,
-dispatched asynchronously so that the host ranks the next chunks while XLA
-works on this one. Cost per parameter is two sorts of ``chain * draw`` values
-(draws and folded draws) and three FFT autocovariances (bulk, two tail
-indicators): about 0.5 ms of CPU time per parameter for 4 x 1000 draws on the
-2-core machine this was written on (``benchmarks/convergence_diagnostics.py``).
+(NumPy's sort releases the GIL). The folded draws ``|x - median|`` are not
+sorted again: in the sorted order they form two monotone runs (the half below
+the median, reversed, and the half above), which a stable sort merges in one
+linear pass. Everything after (normal scores, R-hat, FFT autocovariances,
+Geyer's truncation) is one jitted JAX program per chunk, dispatched
+asynchronously so that the host ranks the next chunks while XLA works on this
+one. Cost per parameter for 4 x 1000 draws on the 2-core machine this was
+written on (``benchmarks/convergence_diagnostics.py``): one sort of 4,000
+packed keys (~0.1 ms of CPU) and three FFT autocovariances of 8 x 500 values
+(bulk and two tail indicators, ~0.06 ms each); these two are the floor of the
+exact computation here.
 
 Precision: ``dtype=None`` computes in float64 for float64 input (inside a local
 ``jax.enable_x64`` context; the global JAX configuration is not changed) and
@@ -110,42 +114,57 @@ def _split(v: np.ndarray) -> np.ndarray:
     return np.concatenate([v[:, :, :half], v[:, :, v.shape[2] - half :]], axis=1)
 
 
-def _twice_ranks(v: np.ndarray) -> tuple[np.ndarray, Callable[[int], np.ndarray]]:
-    """Twice the average (1-based) ranks of each row of ``v`` (p, N), in place order, and order statistics.
+class _Ranked(NamedTuple):
+    """Rows of ``v`` (p, N) in ascending order: sort keys, original positions, and order statistics."""
 
-    Ties share their mean rank (``scipy.stats.rankdata(method="average")``); twice
-    that is an integer. float32 rows are sorted as packed 64-bit integer keys
-    (order-preserving value bits << 32 | position): one ``np.sort``, 2-3x faster
-    than ``np.argsort``; float64 rows use ``np.argsort``. The second value returned
-    maps ``k`` to the k-th smallest value (0-based) of every row.
+    keys: np.ndarray  # (p, N) sorted; int32 order-preserving keys for float32 rows, the values otherwise
+    positions: np.ndarray  # (p, N) int64: positions[i, k] is the column of the k-th smallest value of row i
+    order_stat: Callable[[int], np.ndarray]  # k -> the k-th smallest value (0-based) of every row
+
+
+def _float32_keys(v: np.ndarray) -> np.ndarray:
+    """int32 keys with the order of the float32 values (an involution on the bit patterns)."""
+    bits = v.view(np.int32)
+    return bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+
+
+def _key_values(keys: np.ndarray) -> np.ndarray:
+    return _float32_keys(np.ascontiguousarray(keys, dtype=np.int32)).view(np.float32)
+
+
+def _sort_rows(v: np.ndarray) -> _Ranked:
+    """Sort every row of ``v`` (p, N), keeping where each value came from.
+
+    float32 rows are sorted as packed 64-bit integer keys (order-preserving value
+    bits << 32 | column): one ``np.sort``, 2-3x faster than ``np.argsort``;
+    float64 rows use ``np.argsort``. ``-0.0`` is ranked equal to ``+0.0``, as scipy does.
     """
-    p, n = v.shape
-    v = v + v.dtype.type(0)  # -0.0 -> +0.0: ranked as equal, as scipy does
+    n = v.shape[1]
+    v = v + v.dtype.type(0)  # -0.0 -> +0.0
     if v.dtype == np.float32 and n < 2**31:
-        bits = v.view(np.int32)
-        key = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))  # signed order of the floats (an involution)
-        packed = key.astype(np.int64)
+        packed = _float32_keys(v).astype(np.int64)
         packed <<= 32
         packed |= np.arange(n, dtype=np.int64)
         packed.sort(axis=1)
-        order = packed & np.int64(0xFFFFFFFF)
+        positions = packed & np.int64(0xFFFFFFFF)
         packed >>= 32
-        skey = packed
+        keys = packed.astype(np.int32)
+        return _Ranked(keys, positions, lambda k: _key_values(keys[:, k]))
+    positions = np.argsort(v, axis=1)
+    keys = np.take_along_axis(v, positions, axis=1)
+    return _Ranked(keys, positions, lambda k: keys[:, k])
 
-        def order_stat(k: int) -> np.ndarray:
-            col = skey[:, k].astype(np.int32)
-            return (col ^ ((col >> 31) & np.int32(0x7FFFFFFF))).view(np.float32)
 
-    else:
-        order = np.argsort(v, axis=1)
-        skey = np.take_along_axis(v, order, axis=1)
+def _twice_sorted_ranks(keys: np.ndarray) -> np.ndarray:
+    """Twice the average (1-based) rank of every slot of rows already in ascending order (p, N), int32.
 
-        def order_stat(k: int) -> np.ndarray:
-            return skey[:, k]
-
+    Ties share their mean rank (``scipy.stats.rankdata(method="average")``); twice
+    that is an integer.
+    """
+    p, n = keys.shape
     pos = np.arange(n, dtype=np.int32)
     twice = np.broadcast_to(2 * pos + 2, (p, n))
-    new = skey[:, 1:] != skey[:, :-1]  # a new value starts at position j + 1
+    new = keys[:, 1:] != keys[:, :-1]  # a new value starts at slot j + 1
     tied = ~new.all(axis=1)
     if tied.any():
         rows = np.flatnonzero(tied)
@@ -158,14 +177,55 @@ def _twice_ranks(v: np.ndarray) -> tuple[np.ndarray, Callable[[int], np.ndarray]
         end = np.minimum.accumulate(np.where(last, pos, n - 1)[:, ::-1], axis=1)[:, ::-1]
         twice = np.array(twice)
         twice[rows] = start + end + 2
-    out = np.empty((p, n), dtype=np.int32)
-    np.put_along_axis(out, order, twice, axis=1)
-    return out, order_stat
+    return twice
+
+
+def _in_place(positions: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
+    """``out[i, positions[i, k]] = sorted_values[i, k]``: back from sorted order to the rows' own order."""
+    p, n = positions.shape
+    flat = (positions + (np.arange(p, dtype=np.int64) * n)[:, None]).ravel()
+    out = np.empty(p * n, dtype=sorted_values.dtype)
+    out[flat] = np.asarray(sorted_values).ravel()
+    return out.reshape(p, n)
 
 
 def _sorted_order_stats(v: np.ndarray) -> Callable[[int], np.ndarray]:
     s = np.sort(v, axis=1)
     return lambda k: s[:, k]
+
+
+def _twice_folded_ranks(ranked: _Ranked, dtype) -> np.ndarray:
+    """Twice the average ranks of ``|x - median(x)|`` in place order, from the sorted rows.
+
+    No second sort: with ``m`` the median of an even count ``N = 2h`` (the mean of
+    the order statistics ``h - 1`` and ``h``, which lies between them), the folded
+    values ``|x_(k) - m|`` are non-increasing for ``k < h`` and non-decreasing for
+    ``k >= h`` (rounding is monotone), so the first half reversed followed by the
+    second half is two ascending runs, which a stable sort (timsort) merges in one
+    linear pass. The folded values are computed exactly as ``np.abs(x - m)``, in
+    the draws' dtype (as ArviZ does).
+    """
+    n = ranked.keys.shape[1]
+    h = n // 2
+    median = (ranked.order_stat(h - 1) + ranked.order_stat(h)) / dtype.type(2)  # as np.median
+    values = _key_values(ranked.keys) if ranked.keys.dtype == np.int32 else ranked.keys
+    folded = np.abs(values - median[:, None])
+    runs = np.concatenate([folded[:, h - 1 :: -1], folded[:, h:]], axis=1)
+    run_positions = np.concatenate([ranked.positions[:, h - 1 :: -1], ranked.positions[:, h:]], axis=1)
+    if runs.dtype == np.float32 and n < 2**31:
+        # folded values are >= +0, so their bits are in order; the column rides in the low bits
+        # (within a run of tied values the columns may descend: the sort stays right, only slower)
+        keys = runs.view(np.int32).astype(np.int64)
+        keys <<= 32
+        keys |= run_positions
+        keys.sort(axis=1, kind="stable")
+        positions = keys & np.int64(0xFFFFFFFF)
+        keys >>= 32
+    else:
+        slot = np.argsort(runs, axis=1, kind="stable")
+        keys = np.take_along_axis(runs, slot, axis=1)
+        positions = np.take_along_axis(run_positions, slot, axis=1)
+    return _in_place(positions, _twice_sorted_ranks(keys))
 
 
 @functools.lru_cache(maxsize=32)
@@ -311,16 +371,13 @@ def _host_chunk(v: np.ndarray, needs: set[str], prob: tuple[float, float]) -> di
     shape = split.shape
     inputs: dict[str, np.ndarray] = {}
     order_stat = None
-    n_split = shape[1] * shape[2]
     if "bulk_ranks" in needs or "fold_ranks" in needs:
-        ranks, order_stat = _twice_ranks(split.reshape(p, -1))
+        ranked = _sort_rows(split.reshape(p, -1))
+        order_stat = ranked.order_stat
         if "bulk_ranks" in needs:
-            inputs["bulk_ranks"] = ranks.reshape(shape)
-    if "fold_ranks" in needs:
-        half = n_split // 2  # an even count: 2 * chain * (draw // 2)
-        median = (order_stat(half - 1) + order_stat(half)) / v.dtype.type(2)  # as np.median
-        folded = np.abs(split - median[:, None, None])
-        inputs["fold_ranks"] = _twice_ranks(folded.reshape(p, -1))[0].reshape(shape)
+            inputs["bulk_ranks"] = _in_place(ranked.positions, _twice_sorted_ranks(ranked.keys)).reshape(shape)
+        if "fold_ranks" in needs:
+            inputs["fold_ranks"] = _twice_folded_ranks(ranked, v.dtype).reshape(shape)
     if "lower" in needs:
         if order_stat is None or d % 2:
             order_stat = _sorted_order_stats(v.reshape(p, -1))
@@ -517,8 +574,8 @@ def summary(
 ) -> ConvergenceSummary:
     """Rank R-hat, bulk and tail ESS of every parameter with their worst cases, in one pass.
 
-    One ranking of the split draws serves the bulk R-hat and the bulk ESS; the
-    folded draws are ranked once more for the tail R-hat. ``mean_sd=True`` adds
+    One sort of the split draws serves the bulk R-hat, the bulk ESS, the tail
+    quantiles and (merged, not sorted again) the folded draws of the tail R-hat. ``mean_sd=True`` adds
     ``az.ess(method="mean")`` and ``"sd"`` (two more FFT autocovariances per
     parameter, about +50% time). Arguments as in :func:`rhat` and :func:`ess`.
     """
