@@ -20,10 +20,12 @@ once per chain from uniform(-2, 2), like Stan, and passed to every library):
   ``mass_matrix_estimation="diagonal"``, then ``blackjax.dynamic_hmc`` with the returned parameters
   (all chains share one jittered trajectory length per step, so they run in lockstep);
 * ``sgmcmc_nuts`` / ``sgmcmc_chees`` -- ``sgmcmc.nuts(target)`` / ``sgmcmc.chees_hmc(target)`` through
-  ``sgmcmc.sample`` (reported as "not available" when this sgmcmc has no such sampler).
+  ``sgmcmc.sample`` (reported as "not available" when this sgmcmc has no such sampler);
+* ``sgmcmc_chees_esjd`` -- ``sgmcmc.chees_hmc(target, criterion="esjd")``: the trajectory length tuned
+  for expected squared jump distance (means) instead of ChEES (variances).
 
-Reported per target and library: min and median bulk ESS over all coordinates (ArviZ,
-``method="bulk"``), min-ESS per second of the sampling phase, min-ESS per 1000 gradient
+Reported per target and library: min and median bulk ESS and min tail ESS over all coordinates
+(ArviZ, ``method="bulk"`` / ``"tail"``), min-ESS per second of the sampling phase, min-ESS per 1000 gradient
 evaluations of the sampling phase (per-chain counts: NumPyro ``num_steps``, BlackJAX
 ``info.num_integration_steps``, sgmcmc ``info.num_grad_evals``; the JSON also has the lockstep
 count, the slowest chain of every draw times the number of chains, which is what a vmapped
@@ -74,13 +76,14 @@ from jax import lax
 
 RESULTS = pathlib.Path(__file__).with_name("results")
 TARGET_NAMES = ("gaussian", "funnel", "logistic")
-LIBRARY_NAMES = ("numpyro", "blackjax_nuts", "blackjax_chees", "sgmcmc_nuts", "sgmcmc_chees")
+LIBRARY_NAMES = ("numpyro", "blackjax_nuts", "blackjax_chees", "sgmcmc_nuts", "sgmcmc_chees", "sgmcmc_chees_esjd")
 LABELS = {
     "numpyro": "NumPyro NUTS",
     "blackjax_nuts": "BlackJAX NUTS",
     "blackjax_chees": "BlackJAX ChEES (tuned)",
     "sgmcmc_nuts": "sgmcmc NUTS",
     "sgmcmc_chees": "sgmcmc ChEES-HMC",
+    "sgmcmc_chees_esjd": "sgmcmc ChEES-HMC (ESJD)",
 }
 FUNNEL_V_Q01 = 3.0 * -2.3263478740408408  # 3 * Phi^{-1}(0.01)
 CHEES_LEARNING_RATE = 0.5
@@ -406,6 +409,7 @@ class BlackJAXChEES:
 
 class SgmcmcRunner:
     factory_name = ""
+    factory_kwargs: tuple = ()  # (name, value) pairs passed to the factory
 
     def __init__(self, spec: Spec, init, seed: int, num_warmup: int, num_samples: int):
         try:
@@ -441,7 +445,7 @@ class SgmcmcRunner:
     def first(self):
         with CLOCK.measure() as call:
             target = self.sgmcmc.Target.from_logdensity(self.spec.logdensity_fn, self.init[0], name=self.spec.name)
-            self.sampler = self.factory(target)
+            self.sampler = self.factory(target, **dict(self.factory_kwargs))
             res = self._call()
         return {
             "samples": np.asarray(res.samples),
@@ -476,6 +480,11 @@ class SgmcmcChEES(SgmcmcRunner):
     factory_name = "chees_hmc"
 
 
+class SgmcmcChEESESJD(SgmcmcRunner):
+    factory_name = "chees_hmc"
+    factory_kwargs = (("criterion", "esjd"),)
+
+
 class NotAvailable(Exception):
     pass
 
@@ -486,6 +495,7 @@ RUNNERS = {
     "blackjax_chees": BlackJAXChEES,
     "sgmcmc_nuts": SgmcmcNUTS,
     "sgmcmc_chees": SgmcmcChEES,
+    "sgmcmc_chees_esjd": SgmcmcChEESESJD,
 }
 
 
@@ -498,6 +508,7 @@ def diagnose(spec: Spec, out: dict) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ess = np.asarray(az.ess(posterior, method="bulk")["x"].values)
+        tail = np.asarray(az.ess(posterior, method="tail")["x"].values)
         rhat = np.asarray(az.rhat(posterior)["x"].values)
     grads = np.asarray(out["grads"], np.float64)
     num_chains = grads.shape[0]
@@ -505,6 +516,7 @@ def diagnose(spec: Spec, out: dict) -> dict:
     row = {
         "min_ess": min_ess,
         "median_ess": float(np.nanmedian(ess)),
+        "min_tail_ess": float(np.nanmin(tail)),
         "argmin_ess": int(np.nanargmin(ess)),
         "ess_per_s": min_ess / out["sampling_s"],
         "ess_per_1k_grads": 1000.0 * min_ess / grads.sum(),
@@ -547,11 +559,15 @@ def ratios(rows: dict) -> dict:
 
     nuts = [x for x in (get("numpyro", "ess_per_s"), get("blackjax_nuts", "ess_per_s")) if x is not None]
     best_nuts = max(nuts) if nuts else None
-    ours = [x for x in (get("sgmcmc_nuts", "ess_per_s"), get("sgmcmc_chees", "ess_per_s")) if x is not None]
+    ours = [get(lib, "ess_per_s") for lib in ("sgmcmc_nuts", "sgmcmc_chees", "sgmcmc_chees_esjd")]
+    ours = [x for x in ours if x is not None]
     return {
         "sgmcmc_nuts_over_best_nuts": div(get("sgmcmc_nuts", "ess_per_s"), best_nuts),
         "sgmcmc_best_over_best_nuts": div(max(ours) if ours else None, best_nuts),
         "sgmcmc_chees_over_blackjax_chees": div(get("sgmcmc_chees", "ess_per_s"), get("blackjax_chees", "ess_per_s")),
+        "sgmcmc_chees_esjd_over_blackjax_chees": div(
+            get("sgmcmc_chees_esjd", "ess_per_s"), get("blackjax_chees", "ess_per_s")
+        ),
         "sgmcmc_nuts_first_call_over_blackjax_nuts": div(
             get("sgmcmc_nuts", "first_call_s"), get("blackjax_nuts", "first_call_s")
         ),
@@ -562,18 +578,19 @@ def ratios(rows: dict) -> dict:
 
 def tables(results: dict) -> str:
     header = (
-        "| target | sampler | min ESS | median ESS | min-ESS/s | ESS/1k grads | grads/draw (lockstep) | "
+        "| target | sampler | min ESS | median ESS | min tail ESS | min-ESS/s | ESS/1k grads | grads/draw (lockstep) | "
         "compile s | warmup s | sampling s | 1st call s | 2nd call s (compile) | div | max R-hat | v q1% |"
     )
-    lines = [header, "|" + "---|" * 15]
+    lines = [header, "|" + "---|" * 16]
     for target, rows in results.items():
         for lib, r in rows.items():
             if "error" in r:
-                lines.append(f"| {target} | {LABELS[lib]} | {r['error']} |" + " |" * 12)
+                lines.append(f"| {target} | {LABELS[lib]} | {r['error']} |" + " |" * 13)
                 continue
             q = _fmt(r.get("v_q01"), ".2f") if target == "funnel" else ""
             lines.append(
                 f"| {target} | {LABELS[lib]} | {_fmt_int(r['min_ess'])} | {_fmt_int(r['median_ess'])} | "
+                f"{_fmt_int(r.get('min_tail_ess'))} | "
                 f"**{_fmt_int(r['ess_per_s'])}** | {_fmt(r['ess_per_1k_grads'])} | "
                 f"{r['grads_per_draw']:.1f} ({r['lockstep_grads_per_draw']:.1f}) | "
                 f"{r['compile_s']:.2f} | {r['warmup_s']:.2f} | {r['sampling_s']:.2f} | {r['first_call_s']:.2f} | "
@@ -583,14 +600,16 @@ def tables(results: dict) -> str:
     lines += [
         "",
         "| target | sgmcmc NUTS / best NUTS | sgmcmc best / best NUTS | sgmcmc ChEES / BlackJAX ChEES | "
+        "sgmcmc ChEES (ESJD) / BlackJAX ChEES | "
         "sgmcmc NUTS 1st call / BlackJAX NUTS 1st call | BlackJAX ChEES / best NUTS | NumPyro / BlackJAX NUTS |",
-        "|" + "---|" * 7,
+        "|" + "---|" * 8,
     ]
     for target, rows in results.items():
         r = ratios(rows)
         lines.append(
             f"| {target} | {_fmt(r['sgmcmc_nuts_over_best_nuts'], '.2f')} | "
             f"{_fmt(r['sgmcmc_best_over_best_nuts'], '.2f')} | {_fmt(r['sgmcmc_chees_over_blackjax_chees'], '.2f')} | "
+            f"{_fmt(r['sgmcmc_chees_esjd_over_blackjax_chees'], '.2f')} | "
             f"{_fmt(r['sgmcmc_nuts_first_call_over_blackjax_nuts'], '.2f')} | "
             f"{_fmt(r['blackjax_chees_over_best_nuts'], '.2f')} | {_fmt(r['numpyro_over_blackjax_nuts'], '.2f')} |"
         )

@@ -115,6 +115,8 @@ def test_bad_adaptive_sampler_settings(target):
         sgmcmc.chees_hmc(target, learning_rate=float("inf"))
     with pytest.raises(ValueError, match="max_num_steps"):
         sgmcmc.chees_hmc(target, max_num_steps=0)
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        sgmcmc.chees_hmc(target, criterion="ess")
     with pytest.raises(ValueError, match="metric='diag' needs a vector"):
         sgmcmc.chees_hmc(target, inverse_mass_matrix=jnp.eye(3))
 

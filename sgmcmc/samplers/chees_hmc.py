@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from sgmcmc._tree import PyTree
-from sgmcmc.adaptation.chees import chees_adaptation
+from sgmcmc.adaptation.chees import check_criterion, chees_adaptation
 from sgmcmc.adaptation.window import check_target_accept
 from sgmcmc.samplers.base import Sampler, register
 from sgmcmc.samplers.hmc import HMCInfo, _check_threshold
@@ -126,6 +126,7 @@ def chees_hmc(
     learning_rate: float = 0.05,
     max_num_steps: int = 1000,
     divergence_threshold: float = 1000.0,
+    criterion: str = "chees",
 ) -> Sampler:
     """Jittered HMC whose trajectory length is tuned across chains by ChEES (exact).
 
@@ -144,6 +145,10 @@ def chees_hmc(
             :func:`sgmcmc.adaptation.chees_adaptation` for why 0.05.
         max_num_steps: cap on leapfrog steps per transition.
         divergence_threshold: energy error beyond which a step is divergent.
+        criterion: what warmup tunes ``T`` for: ``"chees"`` (the paper's
+            criterion, good for variances) or ``"esjd"`` (expected squared jump
+            distance, longer ``T``, good for means); see
+            :data:`sgmcmc.adaptation.chees.CRITERIA`. Either way the sampler is exact.
 
     Info: the fields of :func:`sgmcmc.hmc`'s ``HMCInfo``; ``num_grad_evals``
     is the jittered number of leapfrog steps, the same for every chain.
@@ -158,14 +163,17 @@ def chees_hmc(
     learning_rate = float(check_step_size(learning_rate, "learning_rate"))
     max_num_steps = _check_positive_int(max_num_steps, "max_num_steps")
     divergence_threshold = _check_threshold(divergence_threshold)
+    criterion = check_criterion(criterion)
     flat, _ = ravel_pytree(target.initial_position)
     inv_mass = check_inverse_mass_matrix(inverse_mass_matrix, flat.size, flat.dtype, "diag")
-    settings = (step_size, length, target_accept, inv_mass, learning_rate, max_num_steps, divergence_threshold)
+    settings = (
+        step_size, length, target_accept, inv_mass, learning_rate, max_num_steps, divergence_threshold, criterion
+    )
     return _build(target, settings)
 
 
 def _build(target: Target, settings: tuple) -> Sampler:
-    step_size, length, target_accept, inv_mass, learning_rate, max_num_steps, divergence_threshold = settings
+    step_size, length, target_accept, inv_mass, learning_rate, max_num_steps, divergence_threshold, criterion = settings
 
     def init(position: PyTree) -> ChEESState:
         logdensity, grad = jax.value_and_grad(target.logdensity)(position)
@@ -198,5 +206,6 @@ def _build(target: Target, settings: tuple) -> Sampler:
         partial(find_reasonable_step_size, target=target),
         target_accept=target_accept,
         learning_rate=learning_rate,
+        criterion=criterion,
     )
     return Sampler(init, step, target, rebuild, "chees_hmc", True, warmup)
