@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import sgmcmc
+from sgmcmc import flows
 from sgmcmc.learned import a_nice_mc_kernel  # (importing sgmcmc.learned registers l2hmc and a_nice_mc)
 from sgmcmc.samplers.base import REGISTRY, SHARED_INFO_FIELDS
 
@@ -26,8 +27,25 @@ CONTRACT_KWARGS = {
     "sgld_cv": {"step_size": 1e-3, "batch_size": 16},
     "constant_sgd": {"learning_rate": 1e-2, "batch_size": 16},
     "swag": {"learning_rate": 1e-2, "batch_size": 16, "collect_every": 2},
-    "flow_mh": {"step_size": 0.05, "num_refits": 2, "train_steps": 5, "batch_size": 16, "buffer_size": 64},
-    "neutra": {"step_size": 0.05, "train_steps": 5, "num_draws": 4, "kernel": "hmc", "num_integration_steps": 3},
+    # The flow samplers get a small RealNVP (2 affine coupling layers, both halves transformed, log-det
+    # not zero): the contract does not depend on the flow's size, and the default (4 x (32, 32)) costs
+    # about 20 s of CPU to compile here.
+    "flow_mh": {
+        "flow": flows.realnvp(4, 2, (8,)),
+        "step_size": 0.05,
+        "num_refits": 2,
+        "train_steps": 5,
+        "batch_size": 16,
+        "buffer_size": 64,
+    },
+    "neutra": {
+        "flow": flows.realnvp(4, 2, (8,)),
+        "step_size": 0.05,
+        "train_steps": 5,
+        "num_draws": 4,
+        "kernel": "hmc",
+        "num_integration_steps": 3,
+    },
     "l2hmc": {"step_size": 0.05, "num_leapfrog_steps": 3, "hidden": (4,)},
     "a_nice_mc": {"kernel": a_nice_mc_kernel(4, num_layers=2, hidden=(4,), init_noise=0.02)},
 }
