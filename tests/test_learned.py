@@ -57,25 +57,42 @@ def _quartic(x):
 
 
 def test_l2hmc_log_jacobian_is_autodiff_and_inverse_returns_start():
-    dim = 3
-    kernel = l2hmc_kernel(dim, num_leapfrog_steps=3, step_size=0.3, hidden=(6,))
-    params = _perturb(kernel.init_params(jax.random.key(0)), jax.random.key(1), 0.3)
+    """Random parameters: tracked log-Jacobian = autodiff's, F^{-1} F = id. Initial ones: F is the leapfrog."""
+    dim, steps, eps = 3, 3, 0.3
+    kernel = l2hmc_kernel(dim, num_leapfrog_steps=steps, step_size=eps, hidden=(6,))
+    initial = kernel.init_params(jax.random.key(0))
+    params = _perturb(initial, jax.random.key(1), 0.3)
     vg = jax.value_and_grad(_quartic)
     z0 = jnp.array([0.3, -0.7, 1.1, 0.5, 0.2, -1.3])
 
-    def fmap(z, d):
+    def fmap(params, z, d):
         x, v, logdet, _, _ = l2hmc_map(kernel.config, params, z[:dim], z[dim:], d, *vg(z[:dim]), vg)
         return jnp.concatenate([x, v]), logdet
 
     @jax.jit
-    def there_and_back(d):
-        z1, logdet = fmap(z0, d)
-        jac = jax.jacfwd(lambda z: fmap(z, d)[0])(z0)
-        z2, logdet_back = fmap(z1, -d)
+    def there_and_back(params, d):
+        z1, logdet = fmap(params, z0, d)
+        jac = jax.jacfwd(lambda z: fmap(params, z, d)[0])(z0)
+        z2, logdet_back = fmap(params, z1, -d)
         return z1, logdet, jac, z2, logdet_back
 
+    def leapfrog(x, v):  # numpy, with _quartic's gradient written out
+        grad = lambda x: -(x**3) - x + 0.3 * np.array([x[1], x[0], 0.0])  # noqa: E731
+        for _ in range(steps):
+            v = v + 0.5 * eps * grad(x)
+            x = x + eps * v
+            v = v + 0.5 * eps * grad(x)
+        return x, v
+
+    # Output layers at zero: F is L leapfrog steps of size eps, F^{-1} the same run with v negated.
     for d in (1, -1):
-        z1, logdet, jac, z2, logdet_back = there_and_back(jnp.int32(d))
+        z1, logdet, _, _, _ = there_and_back(initial, jnp.int32(d))
+        x, v = leapfrog(np.asarray(z0[:dim], np.float64), d * np.asarray(z0[dim:], np.float64))
+        np.testing.assert_allclose(z1, np.concatenate([x, d * v]), rtol=1e-5, atol=1e-5)
+        assert float(logdet) == 0.0
+
+    for d in (1, -1):
+        z1, logdet, jac, z2, logdet_back = there_and_back(params, jnp.int32(d))
         sign, ref = np.linalg.slogdet(np.asarray(jac, np.float64))
         assert sign != 0 and abs(float(logdet)) > 1e-3  # the map really changes volume
         np.testing.assert_allclose(float(logdet), ref, rtol=1e-4, atol=1e-4)

@@ -14,7 +14,10 @@ every step. With ``U = -log pi``, ``g = dU/dx``, a time encoding
 
 where ``m_t`` is a fixed random binary mask (half the coordinates) and
 ``mbar = 1 - m``. ``V`` and ``X`` are small ReLU networks with
-``S = lambda_S tanh(.)``, ``Q = lambda_Q tanh(.)`` and ``T`` linear. Every
+``S = lambda_S tanh(.)``, ``Q = lambda_Q tanh(.)`` and ``T`` linear, where the
+per-coordinate scales ``lambda = exp(log_scale)`` are trained on the log scale
+(as in the authors' code; starting at 1), so that they can grow by orders of
+magnitude where the target needs it (an ill-conditioned Gaussian). Every
 sub-step is invertible in closed form, with log-Jacobian ``eps/2 sum S_v``
 (momentum) and ``eps sum(m * S_x)`` (position). The proposal is
 ``F = (L steps)`` for ``d = +1`` and the exact inverse ``F^{-1}`` (the
@@ -37,6 +40,19 @@ and ``A`` the acceptance probability; gradients go through the leapfrog
 (second derivatives of ``log pi``). Each training step costs
 ``num_chains * (2 L + 1)`` gradient evaluations (``L`` on the chain batch,
 whose gradients are carried, ``L + 1`` on the fresh batch).
+
+In practice (``benchmarks/learned.py``): since the untrained kernel is HMC
+with step size ``eps``, start ``eps`` at a tuned HMC step size (e.g. the one
+``sgmcmc.hmc``'s warmup adapts with the identity mass matrix) and the chain
+batch at that warmup's final states, so training starts from the HMC
+baseline. The per-proposal gradients of the loss are heavy-tailed (the
+reciprocal term is dominated by the rare proposals with ``delta A`` near 0,
+and on rough targets the leapfrog's derivative in its parameters is
+chaotic), so the mean gradient over a batch can be swamped by one proposal.
+Clip the gradient's global norm (``train``'s default optimiser does; without
+it one outlier inflates Adam's second moment and stalls or misdirects the
+following steps), and ``train(..., patience=num_steps)`` keeps the parameters
+of the chunk with the best mean loss instead of the last ones.
 
 Sampling: each step costs ``L`` gradient evaluations (the gradient at the
 current point is carried in the state).
@@ -112,8 +128,10 @@ def _net_init(key, dim: int, hidden: tuple[int, ...], dtype):
     }
     for name in ("S", "Q", "T"):
         net[name] = {"w": jnp.zeros((hidden[-1], dim), dtype), "b": jnp.zeros((dim,), dtype)}
-    net["scale_S"] = jnp.ones((dim,), dtype)
-    net["scale_Q"] = jnp.ones((dim,), dtype)
+    # lambda_S, lambda_Q = exp(log_scale): Adam moves the log, so a per-coordinate scale can grow by
+    # orders of magnitude in a few thousand steps (an ill-conditioned target needs factors of ~100).
+    net["log_scale_S"] = jnp.zeros((dim,), dtype)
+    net["log_scale_Q"] = jnp.zeros((dim,), dtype)
     return net
 
 
@@ -121,8 +139,8 @@ def _net(net, a, b, tau):
     h = jax.nn.relu(a @ net["in_a"] + b @ net["in_b"] + tau @ net["in_t"] + net["b0"])
     for layer in net["hidden"]:
         h = jax.nn.relu(h @ layer["w"] + layer["b"])
-    s = net["scale_S"] * jnp.tanh(h @ net["S"]["w"] + net["S"]["b"])
-    q = net["scale_Q"] * jnp.tanh(h @ net["Q"]["w"] + net["Q"]["b"])
+    s = jnp.exp(net["log_scale_S"]) * jnp.tanh(h @ net["S"]["w"] + net["S"]["b"])
+    q = jnp.exp(net["log_scale_Q"]) * jnp.tanh(h @ net["Q"]["w"] + net["Q"]["b"])
     t = h @ net["T"]["w"] + net["T"]["b"]
     return s, q, t
 
@@ -218,7 +236,8 @@ def l2hmc_kernel(
     Args:
         dim: length of the flattened position.
         num_leapfrog_steps: ``L``, learned leapfrog steps per proposal.
-        step_size: the initial ``eps`` (trained).
+        step_size: the initial ``eps`` (trained); the untrained kernel is HMC
+            with this step size, so a tuned HMC step size is the natural start.
         hidden: widths of the hidden layers of the ``V`` and ``X`` networks.
         length_scale: ``lam`` in the loss (the target's characteristic scale).
         init_weight: ``lambda_b``, the weight of the initial-distribution term.
