@@ -17,7 +17,9 @@ runs one jittered HMC transition in every chain, then:
   test, ``v'`` its velocity, ``a`` the acceptance probability, all in the
   coordinates whitened by the current diagonal metric), i.e. gradient ascent
   on the expected change in squared distance from the cross-chain mean;
-  ``log T`` is then averaged with weights ``t^-0.75`` like dual averaging;
+  ``log T`` is then averaged with weights ``t^-0.75`` like dual averaging
+  (``criterion="esjd"`` ascends the expected squared jump distance instead,
+  with ``(x' - x) . v'`` in place of the product above; see :data:`CRITERIA`);
 * **metric**: a diagonal inverse mass matrix from the variance of all
   chains' draws pooled, in Stan's doubling windows
   (:func:`~sgmcmc.adaptation.window.window_schedule`); after each update the
@@ -69,8 +71,8 @@ __all__ = ["CRITERIA", "chees_adaptation", "check_criterion", "ChEESAdaptationSt
 #: * ``"chees"`` -- the change in squared distance from the cross-chain mean,
 #:   ``(|x' - mean|^2 - |x - mean|^2)^2 / 4`` (Hoffman, Radul & Sountsov 2021): a
 #:   *second-moment* criterion. For a unit Gaussian with jittered lengths ``uT`` it peaks
-#:   at ``T = 2.25``, where the lag-1 correlation of ``x^2`` is low but that of ``x`` is
-#:   ``sin(T)/T = 0.35``.
+#:   at ``T = 2.25``, near the best ESS per gradient of ``x^2``, where the lag-1
+#:   correlation of ``x`` is still ``sin(T)/T = 0.35``.
 #: * ``"esjd"`` -- the expected squared jump distance ``|x' - x|^2`` (Pasarica & Gelman
 #:   2010), the *first-moment* criterion: it peaks at ``tan T = T``, ``T = 4.49``, where
 #:   the lag-1 correlation of ``x`` is ``-0.22`` (antithetic draws); bulk ESS of the means
@@ -233,7 +235,7 @@ def chees_adaptation(
         weight = jnp.where(ok, accept, 0.0)
         grad_length = jnp.sum(weight * jnp.where(ok, per_chain, 0.0)) / jnp.maximum(jnp.sum(weight), 1e-10)
         # ``used`` already carries the factor u T = dT_used / dlog T: this is d criterion / d log T.
-        grad_log = -grad_length  # ascent on ChEES = descent on its negative
+        grad_log = -grad_length  # ascent on the criterion = descent on its negative
         updates, opt_state = optimizer.update(grad_log, adapt.optimizer, adapt.log_length)
         # Adam with b1 = 0 moves log T by about the learning rate per step whatever the
         # gradient's size, so near the optimum log T random-walks; a learning rate
