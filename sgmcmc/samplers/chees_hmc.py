@@ -147,8 +147,8 @@ def chees_hmc(
         divergence_threshold: energy error beyond which a step is divergent.
         criterion: what warmup tunes ``T`` for: ``"chees"`` (the paper's
             criterion, good for variances) or ``"esjd"`` (expected squared jump
-            distance, longer ``T``, good for means; on Neal's funnel it learned a
-            ``T`` 25x longer than ChEES and mixed worse); see
+            distance, longer ``T``, good for means; on Neal's funnel it took 25x as many
+            leapfrog steps per draw as ChEES and mixed worse); see
             :data:`sgmcmc.adaptation.chees.CRITERIA`. Either way the sampler is exact.
 
     Info: the fields of :func:`sgmcmc.hmc`'s ``HMCInfo``; ``num_grad_evals``
