@@ -194,7 +194,7 @@ def _sorted_order_stats(v: np.ndarray) -> Callable[[int], np.ndarray]:
     return lambda k: s[:, k]
 
 
-def _twice_folded_ranks(ranked: _Ranked, dtype) -> np.ndarray:
+def _twice_folded_ranks(ranked: _Ranked) -> np.ndarray:
     """Twice the average ranks of ``|x - median(x)|`` in place order, from the sorted rows.
 
     No second sort: with ``m`` the median of an even count ``N = 2h`` (the mean of
@@ -207,7 +207,8 @@ def _twice_folded_ranks(ranked: _Ranked, dtype) -> np.ndarray:
     """
     n = ranked.keys.shape[1]
     h = n // 2
-    median = (ranked.order_stat(h - 1) + ranked.order_stat(h)) / dtype.type(2)  # as np.median
+    lower, upper = ranked.order_stat(h - 1), ranked.order_stat(h)  # in the draws' dtype
+    median = (lower + upper) / lower.dtype.type(2)  # as np.median
     values = _key_values(ranked.keys) if ranked.keys.dtype == np.int32 else ranked.keys
     folded = np.abs(values - median[:, None])
     runs = np.concatenate([folded[:, h - 1 :: -1], folded[:, h:]], axis=1)
@@ -377,7 +378,7 @@ def _host_chunk(v: np.ndarray, needs: set[str], prob: tuple[float, float]) -> di
         if "bulk_ranks" in needs:
             inputs["bulk_ranks"] = _in_place(ranked.positions, _twice_sorted_ranks(ranked.keys)).reshape(shape)
         if "fold_ranks" in needs:
-            inputs["fold_ranks"] = _twice_folded_ranks(ranked, v.dtype).reshape(shape)
+            inputs["fold_ranks"] = _twice_folded_ranks(ranked).reshape(shape)
     if "lower" in needs:
         if order_stat is None or d % 2:
             order_stat = _sorted_order_stats(v.reshape(p, -1))
