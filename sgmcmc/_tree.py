@@ -24,6 +24,22 @@ def tree_where(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
+def as_carry_of(anchor: jax.Array, tree: PyTree) -> PyTree:
+    """``tree`` unchanged in value, but computed from ``anchor`` (a boolean or numeric array).
+
+    For the initial carry of a ``lax.while_loop`` that may run under ``vmap``:
+    a constant carry (a zero counter, a ``False`` flag) is unbatched, and
+    when the body makes it batched, ``vmap``'s batching rule batches the body
+    again until the carries stop changing. For nested loops these passes
+    multiply (they dominated the tracing of NUTS). Passing every constant
+    through ``where(never, x, x)``, with ``never`` a ``False`` derived from
+    ``anchor``, makes it batched wherever ``anchor`` is, so one pass suffices;
+    XLA folds the ``where`` away.
+    """
+    never = jnp.isnan(jnp.ravel(anchor)[0].astype(jnp.float32)) & False
+    return jax.tree.map(lambda x: jnp.where(never, x, x), tree)
+
+
 def tree_size(tree: PyTree) -> int:
     """Total number of elements in a pytree."""
     return int(sum(np.size(x) for x in jax.tree.leaves(tree)))

@@ -8,6 +8,7 @@ about 6e-5 per comparison.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -72,3 +73,18 @@ def test_gaussian_moments(case):
     if draws.shape[-1] == 2:  # the correlation too
         flat = draws.reshape(-1, 2)
         assert abs(np.corrcoef(flat.T)[0, 1] - 0.9) < 0.03
+
+
+def test_constant_loop_carries_are_batched_under_vmap():
+    """``as_carry_of`` keeps values and makes constants batched where the anchor is (one batching pass)."""
+    from sgmcmc._tree import as_carry_of
+
+    anchors = jnp.asarray([1.0, jnp.nan, -jnp.inf])  # the value of the anchor never matters
+    zero, flag = jax.vmap(lambda a: as_carry_of(a, (jnp.int32(0), jnp.bool_(True))))(anchors)
+    np.testing.assert_array_equal(zero, [0, 0, 0])
+    np.testing.assert_array_equal(flag, [True, True, True])
+    assert zero.dtype == jnp.int32 and flag.dtype == jnp.bool_
+    # outside vmap: unchanged scalars, and XLA folds the select away
+    assert as_carry_of(jnp.float32(2.0), jnp.zeros((3,))).shape == (3,)
+    hlo = jax.jit(lambda a: as_carry_of(a, jnp.int32(7))).lower(jnp.float32(1.0)).compile().as_text()
+    assert " select(" not in hlo and "constant(7)" in hlo

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sgmcmc.samplers import termination
 from sgmcmc.samplers.termination import checkpoint_step, init_checkpoints
 
 
@@ -58,8 +59,18 @@ def run_checkpoints(momenta, velocities, depth: int, max_depth: int):
     return None if value < 0 else value
 
 
+@pytest.fixture(params=["select", "dynamic_update_slice"])
+def row_update(request, monkeypatch):
+    """Both ways ``_set_row`` writes a buffer row: a select (small buffers) or an in-place update."""
+    if request.param == "dynamic_update_slice":
+        monkeypatch.setattr(termination, "_SELECT_ROWS_MAX_SIZE", -1)
+    _run.clear_cache()
+    yield request.param
+    _run.clear_cache()
+
+
 @pytest.mark.parametrize("depth", [1, 2, 3, 5, 7])
-def test_checkpoints_match_stans_recursion(depth):
+def test_checkpoints_match_stans_recursion(depth, row_update):
     rng = np.random.default_rng(depth)
     found = set()
     for trial in range(60):

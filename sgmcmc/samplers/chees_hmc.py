@@ -168,7 +168,14 @@ def chees_hmc(
     flat, _ = ravel_pytree(target.initial_position)
     inv_mass = check_inverse_mass_matrix(inverse_mass_matrix, flat.size, flat.dtype, "diag")
     settings = (
-        step_size, length, target_accept, inv_mass, learning_rate, max_num_steps, divergence_threshold, criterion
+        step_size,
+        length,
+        target_accept,
+        inv_mass,
+        learning_rate,
+        max_num_steps,
+        divergence_threshold,
+        criterion,
     )
     return _build(target, settings)
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from sgmcmc import noise
+from sgmcmc._tree import as_carry_of
 from sgmcmc.samplers.integrators import IntegratorState, leapfrog
 from sgmcmc.samplers.phase_space import flat_view
 from sgmcmc.target import Target
@@ -53,7 +54,10 @@ def find_reasonable_step_size(key: jax.Array, state, target: Target) -> jax.Arra
         keep_going = jnp.where(direction > 0, delta > _LOG_THRESHOLD, delta < _LOG_THRESHOLD)
         return i + 1, new, direction, keep_going
 
-    init = (jnp.int32(0), jnp.asarray(state.step_size, dtype), jnp.ones((), dtype), jnp.bool_(True))
+    # The constant carries are derived from the step size: batched under vmap (see as_carry_of).
+    step_size = jnp.asarray(state.step_size, dtype)
+    count, direction, searching = as_carry_of(step_size, (jnp.int32(0), jnp.ones((), dtype), jnp.bool_(True)))
+    init = (count, step_size, direction, searching)
     _, step_size, _, _ = lax.while_loop(cond, body, init)
     tiny = jnp.finfo(dtype).tiny
     return jnp.clip(step_size, 1e3 * tiny, 1e7).astype(dtype)

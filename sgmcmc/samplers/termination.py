@@ -75,10 +75,22 @@ def _trailing_zeros(x: jax.Array, cap: int) -> jax.Array:
     return jnp.minimum(lax.population_count((x & -x) - 1), cap).astype(jnp.int32)
 
 
+#: Buffers up to this many elements are updated by a select over all rows instead of a
+#: dynamic-update-slice. Under ``vmap`` (chains) a dynamic-update-slice at a per-chain row
+#: becomes a scatter, which XLA:CPU runs as its own kernels with index arithmetic around
+#: them; the select fuses into the loop's other element-wise work. Above the threshold
+#: rewriting every row each step would cost more than the scatter.
+_SELECT_ROWS_MAX_SIZE = 4096
+
+
 def _set_row(rows: jax.Array, index: jax.Array, value: jax.Array) -> jax.Array:
-    """``rows[index] = value`` as an in-place dynamic-update-slice (``index`` in range)."""
+    """``rows[index] = value`` (``index`` in range): a select for small buffers, else a dynamic-update-slice."""
+    value = value.reshape((1, *rows.shape[1:])).astype(rows.dtype)
+    if rows.size <= _SELECT_ROWS_MAX_SIZE:
+        row_ids = lax.broadcasted_iota(jnp.int32, (rows.shape[0],) + (1,) * (rows.ndim - 1), 0)
+        return jnp.where(row_ids == index, value, rows)
     starts = (index,) + (jnp.int32(0),) * (rows.ndim - 1)
-    return lax.dynamic_update_slice(rows, value.reshape((1, *rows.shape[1:])).astype(rows.dtype), starts)
+    return lax.dynamic_update_slice(rows, value, starts)
 
 
 def checkpoint_step(

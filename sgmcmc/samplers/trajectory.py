@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from sgmcmc import noise
+from sgmcmc._tree import as_carry_of
 from sgmcmc.samplers.integrators import IntegratorState
 from sgmcmc.samplers.metrics import Metric
 from sgmcmc.samplers.termination import Checkpoints, checkpoint_step, init_checkpoints, is_turning
@@ -106,8 +107,12 @@ def build_trajectory(
     # Independent streams of the transition's key (the momentum is its normal stream).
     forward = noise.uniform(key, (max_tree_depth,), stream=DIRECTION_STREAM) < 0.5
     log_u_merge = jnp.log(noise.uniform(key, (max_tree_depth,), dtype, stream=MERGE_STREAM))
-    neg_inf = jnp.asarray(-jnp.inf, dtype)
-    zero = jnp.zeros((), dtype)
+    # Constants of the loop carries are derived from the key, so that under ``vmap`` every
+    # carry is batched from the start and the batching of the nested while loops takes
+    # one pass (see ``as_carry_of``; tracing the vmapped transition 0.45 s -> 0.13 s).
+    neg_inf, zero, izero, never = as_carry_of(
+        forward, (jnp.asarray(-jnp.inf, dtype), jnp.zeros((), dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    )
 
     velocity0 = metric.velocity(start.momentum)
     energy0 = -start.logdensity + 0.5 * jnp.dot(start.momentum, velocity0)
@@ -128,7 +133,7 @@ def build_trajectory(
             logdensity=traj.end_logdensity[side],
             prop_position=end[0],
             prop_grad=end[2],
-            momentum_sum=jnp.zeros_like(end[0]),
+            momentum_sum=as_carry_of(forward, jnp.zeros_like(end[0])),
             first_momentum=end[1],
             first_velocity=end[3],
             checkpoints=traj.checkpoints,
@@ -136,9 +141,9 @@ def build_trajectory(
             prop_energy=zero,
             log_weight=neg_inf,
             sum_accept=zero,
-            leaf=jnp.zeros((), jnp.int32),
-            is_divergent=jnp.zeros((), bool),
-            is_turning=jnp.zeros((), bool),
+            leaf=izero,
+            is_divergent=never,
+            is_turning=never,
         )
 
         def cond(s: _Subtree):
@@ -247,14 +252,14 @@ def build_trajectory(
         prop_energy=energy0,
         log_weight=zero,
         momentum_sum=start.momentum,
-        checkpoints=init_checkpoints(max_tree_depth, start.position),
-        depth=jnp.zeros((), jnp.int32),
-        tree_depth=jnp.zeros((), jnp.int32),
-        num_steps=jnp.zeros((), jnp.int32),
+        checkpoints=as_carry_of(forward, init_checkpoints(max_tree_depth, start.position)),
+        depth=izero,
+        tree_depth=izero,
+        num_steps=izero,
         sum_accept=zero,
-        is_divergent=jnp.zeros((), bool),
-        is_turning=jnp.zeros((), bool),
-        done=jnp.zeros((), bool),
+        is_divergent=never,
+        is_turning=never,
+        done=never,
     )
     out = lax.while_loop(lambda t: ~t.done, doubling, traj)
     return TrajectoryResult(
