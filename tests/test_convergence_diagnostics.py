@@ -220,3 +220,18 @@ def test_bad_options():
         cv.rhat(x, chunk_size=0)
     with pytest.raises(ValueError, match="dtype"):
         cv.rhat(x, dtype=np.float16)
+
+
+@pytest.mark.parametrize("levels_per_slot", [0.2, 3.0, 30.0])
+def test_twice_sorted_ranks_average_ties_like_scipy(levels_per_slot):
+    """Both tie paths (few tied slots rewritten alone, many ties by whole-row passes) give scipy's ranks."""
+    from scipy.stats import rankdata
+
+    from sgmcmc.diagnostics.convergence import _twice_sorted_ranks
+
+    rng = np.random.default_rng(int(levels_per_slot * 10))
+    for _ in range(100):
+        p, n = rng.integers(1, 6), rng.integers(2, 40)
+        rows = np.sort(rng.integers(0, max(1, int(levels_per_slot * n)), (p, n)), axis=1)
+        expected = np.stack([2 * rankdata(r) for r in rows])
+        np.testing.assert_array_equal(_twice_sorted_ranks(rows), expected)
