@@ -440,6 +440,19 @@ def _host_chunk(v: np.ndarray, needs: set[str], prob: tuple[float, float]) -> di
     return inputs
 
 
+def _transpose_into(out: np.ndarray, block: np.ndarray, tile: int = 256) -> None:
+    """``out[:p] = moveaxis(block, 2, 0)`` for ``block`` (chain, draw, p), in tiles of draws.
+
+    A parameter's draws are strided in ``(chain, draw, param)`` arrays; NumPy's
+    one-shot transposing copy of a chunk is cache-unfriendly (4.9-8.7 ms per
+    256 x 4 x 1000 float32 chunk against 1.1-4.3 ms in tiles of 256 rows).
+    """
+    rows = block.reshape(-1, block.shape[2])  # (chain * draw, p): a view of the strided slice
+    dest = out[: block.shape[2]].reshape(block.shape[2], -1)
+    for j in range(0, rows.shape[0], tile):
+        dest[:, j : j + tile] = rows[j : j + tile].T
+
+
 def _compute(arr: np.ndarray, want: tuple[str, ...], chunk_size: int, dtype, prob) -> dict[str, np.ndarray]:
     """The requested outputs for one validated array (chain, draw, *param_shape), chunked over parameters."""
     c, d = arr.shape[:2]
@@ -462,9 +475,8 @@ def _compute(arr: np.ndarray, want: tuple[str, ...], chunk_size: int, dtype, pro
     results: list[dict[str, jax.Array]] = []
 
     def prepare(start: int) -> dict[str, np.ndarray]:
-        v = np.ascontiguousarray(np.moveaxis(flat[:, :, start : start + size], 2, 0))
-        if v.shape[0] < size:  # one compiled shape for all chunks
-            v = np.concatenate([v, np.zeros((size - v.shape[0], c, d), v.dtype)])
+        v = np.zeros((size, c, d), flat.dtype)  # one compiled shape for all chunks (the last one padded)
+        _transpose_into(v, flat[:, :, start : start + size])
         return _host_chunk(v, needs, prob)
 
     starts = list(range(0, num, max(size, 1)))
