@@ -41,6 +41,7 @@ data of a data-driven target split over the ``"data"`` axis
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import numbers
 import os
@@ -310,6 +311,17 @@ def _make_init_fn(sampler: Sampler, adapt_warmup: int):
     return init
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _derive_keys(key: jax.Array, num_chains: int) -> tuple[jax.Array, jax.Array]:
+    """``split(key)`` into the initial positions' key and the chains' keys, ``split(key_run, num_chains)``.
+
+    One small program: splitting eagerly compiles a program per call shape and
+    another to unpack the pair.
+    """
+    key_init, key_run = jax.random.split(key)
+    return key_init, jax.random.split(key_run, num_chains)
+
+
 def _initial_positions(target: Target, initial_position, num_chains: int, key: jax.Array) -> PyTree:
     """Per-chain initial positions with a leading chain axis, validated.
 
@@ -476,9 +488,8 @@ def sample(
         if checkpoint is not None and jax.process_count() > 1:
             raise ValueError("checkpoint= is not supported with several processes; run without it.")
 
-    key_init, key_run = jax.random.split(key)
+    key_init, chain_keys = _derive_keys(key, num_chains)
     positions = _initial_positions(target, initial_position, num_chains, key_init)
-    chain_keys = jax.random.split(key_run, num_chains)
     data = target.data
     layout = None
     to_host = np.asarray
