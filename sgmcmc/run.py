@@ -59,7 +59,7 @@ from sgmcmc import noise, sharding
 from sgmcmc._tree import PyTree
 from sgmcmc.reducers import Reducer
 from sgmcmc.result import SampleResult
-from sgmcmc.samplers.base import Sampler
+from sgmcmc.samplers.base import CHAIN_AXIS, Sampler
 from sgmcmc.target import Target
 
 __all__ = ["sample", "TRACE_COUNTS"]
@@ -196,7 +196,7 @@ def _vectorised(fn, num_chains: int):
     the unbatched function with the chain axis kept outside it.
     """
     if num_chains > 1:
-        return jax.vmap(fn)
+        return jax.vmap(fn, axis_name=CHAIN_AXIS)  # see sgmcmc.samplers.base.same_across_chains
 
     def single(keys, states):
         out = fn(keys[0], jax.tree.map(lambda x: x[0], states))

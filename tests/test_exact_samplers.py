@@ -88,3 +88,21 @@ def test_constant_loop_carries_are_batched_under_vmap():
     assert as_carry_of(jnp.float32(2.0), jnp.zeros((3,))).shape == (3,)
     hlo = jax.jit(lambda a: as_carry_of(a, jnp.int32(7))).lower(jnp.float32(1.0)).compile().as_text()
     assert " select(" not in hlo and "constant(7)" in hlo
+
+
+def test_trip_counts_shared_by_chains_run_one_unmasked_loop():
+    """Under the driver's named vmap, ``same_across_chains`` makes a shared trip count unbatched (no masking)."""
+    from jax import lax
+
+    from sgmcmc.samplers.base import CHAIN_AXIS, same_across_chains
+
+    def loop(n, x):
+        return lax.fori_loop(0, same_across_chains(n), lambda i, c: c * 1.5 + 1.0, x)
+
+    n, x = jnp.asarray([3, 3, 3]), jnp.arange(3.0)
+    named = jax.vmap(loop, axis_name=CHAIN_AXIS)
+    # the loop condition: one scalar for all chains, or one per chain (XLA then masks every carry)
+    assert "bool[] = lt" in str(jax.make_jaxpr(named)(n, x))
+    assert "bool[3] = lt" in str(jax.make_jaxpr(jax.vmap(loop))(n, x))  # a user's vmap: masked, still right
+    np.testing.assert_allclose(named(n, x), jax.vmap(loop)(n, x))
+    assert float(loop(jnp.int32(2), jnp.float32(0.0))) == 2.5  # outside any vmap: x itself

@@ -40,9 +40,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import jax
+from jax import lax
+
 from sgmcmc.target import Target
 
-__all__ = ["Sampler", "SHARED_INFO_FIELDS", "REGISTRY", "register"]
+__all__ = ["Sampler", "SHARED_INFO_FIELDS", "REGISTRY", "register", "CHAIN_AXIS", "same_across_chains"]
+
+#: Name of the ``vmap`` axis over which the driver runs the chains (:func:`sgmcmc.sample`).
+CHAIN_AXIS = "sgmcmc_chains"
+
+
+def same_across_chains(x: jax.Array) -> jax.Array:
+    """``x``, a value equal in every chain by construction, unbatched under the driver's ``vmap``.
+
+    Under the driver (the chains vmapped over :data:`CHAIN_AXIS`) this is
+    ``lax.pmax`` over the chains, which gives one unbatched value: a loop
+    whose trip count it is (ChEES-HMC's shared number of leapfrog steps) then
+    runs as a plain loop, without the per-chain masking ``vmap`` adds to a
+    loop with a per-chain trip count (a select per carry and a reduction of
+    the loop condition at every step). Elsewhere (one chain, a user's own
+    ``vmap``) it returns ``x``. Where ``x`` is equal across chains the results
+    are the same either way.
+    """
+    try:
+        return lax.pmax(x, CHAIN_AXIS)
+    except NameError:  # not inside the driver's vmap over chains
+        return x
+
 
 SHARED_INFO_FIELDS = (
     "acceptance_rate",
