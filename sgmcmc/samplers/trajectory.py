@@ -18,6 +18,16 @@ steps of one sub-tree inside, with the recursion's U-turn checks done by
 vectorised checkpoints (:mod:`sgmcmc.samplers.termination`). The inner loop
 is the hot path: it carries separate vectors (no stacking: XLA:CPU compiles
 concatenations inside fused loops into slow, unvectorised code).
+
+Under the driver's ``vmap`` over chains both loops run while *some* chain is
+still going (:func:`sgmcmc.samplers.base.same_across_chains` of the condition),
+and each body keeps a finished chain's state with its own selects: ``vmap``'s
+automatic masking of a per-chain condition would select every carry and copy
+the old carries those selects read, including the U-turn checkpoints, which
+need no masking (their rows are written before they are read). A finished
+chain also builds no further sub-tree, so the leapfrog loop stops with the
+last live chain's sub-tree. Draws are the same either way; on one CPU this cut
+the 100-d Gaussian's sampling time by about 40%.
 """
 
 from __future__ import annotations
@@ -30,7 +40,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from sgmcmc import noise
-from sgmcmc._tree import as_carry_of
+from sgmcmc._tree import as_carry_of, tree_where
+from sgmcmc.samplers.base import same_across_chains
 from sgmcmc.samplers.integrators import IntegratorState
 from sgmcmc.samplers.metrics import Metric
 from sgmcmc.samplers.termination import Checkpoints, checkpoint_step, init_checkpoints, is_turning
@@ -123,7 +134,9 @@ def build_trajectory(
         side = is_forward.astype(jnp.int32)
         end = traj.ends[side]
         eps = jnp.where(is_forward, step_size, -step_size)
-        num_leaves = jnp.left_shift(jnp.int32(1), depth)
+        # A finished chain builds nothing: under vmap its (discarded) sub-tree would otherwise
+        # keep the leapfrog loop running after every live chain's sub-tree has ended.
+        num_leaves = jnp.where(traj.done, 0, jnp.left_shift(jnp.int32(1), depth))
         first_counter = traj.num_steps
 
         init = _Subtree(
@@ -146,10 +159,21 @@ def build_trajectory(
             is_turning=never,
         )
 
-        def cond(s: _Subtree):
+        def building(s: _Subtree):
             return (s.leaf < num_leaves) & ~s.is_divergent & ~s.is_turning
 
+        def cond(s: _Subtree):
+            # Under the driver, one condition for all chains (some chain still building):
+            # vmap then adds no select per carry (nor the copies of the old carries those
+            # selects need); the body keeps a finished chain's sub-tree itself, except the
+            # checkpoints, whose rows are always written before they are read.
+            return same_across_chains(building(s).astype(jnp.int32)) > 0
+
         def body(s: _Subtree) -> _Subtree:
+            new = leapfrog_leaf(s)
+            return tree_where(building(s), new, s)._replace(checkpoints=new.checkpoints)
+
+        def leapfrog_leaf(s: _Subtree) -> _Subtree:
             momentum = s.momentum + 0.5 * eps * s.grad
             position = s.position + eps * metric.velocity(momentum)
             logdensity, grad = logdensity_and_grad(position)
@@ -261,7 +285,14 @@ def build_trajectory(
         is_turning=never,
         done=never,
     )
-    out = lax.while_loop(lambda t: ~t.done, doubling, traj)
+    def doubling_cond(t: _Trajectory):
+        return same_across_chains((~t.done).astype(jnp.int32)) > 0  # as the leapfrog loop's cond
+
+    def doubling_body(t: _Trajectory) -> _Trajectory:
+        new = doubling(t)
+        return tree_where(~t.done, new, t)._replace(checkpoints=new.checkpoints)
+
+    out = lax.while_loop(doubling_cond, doubling_body, traj)
     return TrajectoryResult(
         position=out.proposal[0],
         logdensity=out.prop_logdensity,
