@@ -285,6 +285,7 @@ def build_trajectory(
         is_turning=never,
         done=never,
     )
+
     def doubling_cond(t: _Trajectory):
         return same_across_chains((~t.done).astype(jnp.int32)) > 0  # as the leapfrog loop's cond
 
