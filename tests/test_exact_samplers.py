@@ -106,3 +106,26 @@ def test_trip_counts_shared_by_chains_run_one_unmasked_loop():
     assert "bool[3] = lt" in str(jax.make_jaxpr(jax.vmap(loop))(n, x))  # a user's vmap: masked, still right
     np.testing.assert_allclose(named(n, x), jax.vmap(loop)(n, x))
     assert float(loop(jnp.int32(2), jnp.float32(0.0))) == 2.5  # outside any vmap: x itself
+
+
+def test_any_across_chains_is_one_condition_under_the_driver():
+    """``any_across_chains``: one unbatched bool (some chain) under the driver's named vmap, the flag elsewhere."""
+    from jax import lax
+
+    from sgmcmc.samplers.base import CHAIN_AXIS, any_across_chains
+
+    flags = jnp.asarray([False, True, False])
+    named = jax.vmap(any_across_chains, axis_name=CHAIN_AXIS)
+    np.testing.assert_array_equal(named(flags), [True, True, True])
+    np.testing.assert_array_equal(named(jnp.zeros(3, bool)), [False, False, False])
+    np.testing.assert_array_equal(jax.vmap(any_across_chains)(flags), flags)  # a user's vmap: per chain
+    assert bool(any_across_chains(jnp.bool_(True))) and not bool(any_across_chains(jnp.bool_(False)))
+
+    def count(limit):  # a loop every chain runs until it is done, on the shared condition
+        return lax.while_loop(lambda i: any_across_chains(i < limit), lambda i: i + (i < limit), 0 * limit)
+
+    limits = jnp.asarray([1, 4, 2])
+    assert "bool[] = gt" in str(jax.make_jaxpr(jax.vmap(count, axis_name=CHAIN_AXIS))(limits))
+    assert "bool[3] = gt" in str(jax.make_jaxpr(jax.vmap(count))(limits))
+    np.testing.assert_array_equal(jax.vmap(count, axis_name=CHAIN_AXIS)(limits), limits)
+    np.testing.assert_array_equal(jax.vmap(count)(limits), limits)

@@ -41,14 +41,31 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 from sgmcmc.target import Target
 
-__all__ = ["Sampler", "SHARED_INFO_FIELDS", "REGISTRY", "register", "CHAIN_AXIS", "same_across_chains"]
+__all__ = [
+    "Sampler",
+    "SHARED_INFO_FIELDS",
+    "REGISTRY",
+    "register",
+    "CHAIN_AXIS",
+    "same_across_chains",
+    "any_across_chains",
+]
 
 #: Name of the ``vmap`` axis over which the driver runs the chains (:func:`sgmcmc.sample`).
 CHAIN_AXIS = "sgmcmc_chains"
+
+
+def _max_over_chains(x: jax.Array) -> jax.Array:
+    """``lax.pmax(x, CHAIN_AXIS)`` (one unbatched value) under the driver's vmap over chains, else ``x``."""
+    try:
+        return lax.pmax(x, CHAIN_AXIS)
+    except NameError:  # not inside the driver's vmap over chains
+        return x
 
 
 def same_across_chains(x: jax.Array) -> jax.Array:
@@ -63,10 +80,19 @@ def same_across_chains(x: jax.Array) -> jax.Array:
     ``vmap``) it returns ``x``. Where ``x`` is equal across chains the results
     are the same either way.
     """
-    try:
-        return lax.pmax(x, CHAIN_AXIS)
-    except NameError:  # not inside the driver's vmap over chains
-        return x
+    return _max_over_chains(x)
+
+
+def any_across_chains(flag: jax.Array) -> jax.Array:
+    """Whether ``flag`` holds in some chain: one unbatched bool under the driver's ``vmap``, else ``flag``.
+
+    For the condition of a loop that every chain runs until it is done (NUTS's
+    trajectory): as a per-chain condition, ``vmap`` would select every carry of
+    a finished chain at every step; with this one the loop runs while some chain
+    is going, and the body must keep a finished chain's state itself (which
+    lets it leave out what needs no keeping).
+    """
+    return _max_over_chains(jnp.asarray(flag, jnp.int32)) > 0
 
 
 SHARED_INFO_FIELDS = (

@@ -20,7 +20,7 @@ is the hot path: it carries separate vectors (no stacking: XLA:CPU compiles
 concatenations inside fused loops into slow, unvectorised code).
 
 Under the driver's ``vmap`` over chains both loops run while *some* chain is
-still going (:func:`sgmcmc.samplers.base.same_across_chains` of the condition),
+still going (:func:`sgmcmc.samplers.base.any_across_chains` of the condition),
 and each body keeps a finished chain's state with its own selects: ``vmap``'s
 automatic masking of a per-chain condition would select every carry and copy
 the old carries those selects read, including the U-turn checkpoints, which
@@ -41,7 +41,7 @@ from jax import lax
 
 from sgmcmc import noise
 from sgmcmc._tree import as_carry_of, tree_where
-from sgmcmc.samplers.base import same_across_chains
+from sgmcmc.samplers.base import any_across_chains
 from sgmcmc.samplers.integrators import IntegratorState
 from sgmcmc.samplers.metrics import Metric
 from sgmcmc.samplers.termination import Checkpoints, checkpoint_step, init_checkpoints, is_turning
@@ -167,7 +167,7 @@ def build_trajectory(
             # vmap then adds no select per carry (nor the copies of the old carries those
             # selects need); the body keeps a finished chain's sub-tree itself, except the
             # checkpoints, whose rows are always written before they are read.
-            return same_across_chains(building(s).astype(jnp.int32)) > 0
+            return any_across_chains(building(s))
 
         def body(s: _Subtree) -> _Subtree:
             new = leapfrog_leaf(s)
@@ -287,7 +287,7 @@ def build_trajectory(
     )
 
     def doubling_cond(t: _Trajectory):
-        return same_across_chains((~t.done).astype(jnp.int32)) > 0  # as the leapfrog loop's cond
+        return any_across_chains(~t.done)  # as the leapfrog loop's cond
 
     def doubling_body(t: _Trajectory) -> _Trajectory:
         new = doubling(t)
