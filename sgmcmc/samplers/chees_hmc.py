@@ -9,7 +9,7 @@ step count ``t``, which every chain shares, so vmapped chains all take the
 same number of leapfrog steps: no chain waits for another, unlike NUTS under
 ``vmap``. Under :func:`sgmcmc.sample` the number of steps is one unbatched value
 (:func:`sgmcmc.samplers.base.same_across_chains`), so the leapfrog loop runs
-without ``vmap``'s per-chain masking (11 kernels per step instead of 14 on a
+without ``vmap``'s per-chain masking (11 kernels per step instead of 13 on a
 31-d logistic regression). For fixed ``eps``, ``T`` and metric each transition is an HMC
 transition with a deterministic, state-independent number of steps, so the
 chain leaves the target exactly invariant (the sequence of kernels is
