@@ -117,7 +117,11 @@ def _as_key(seed) -> jax.Array:
     if isinstance(seed, bool):
         raise TypeError("seed must be an integer or a JAX PRNG key, got a bool.")
     if isinstance(seed, numbers.Integral):
-        return jax.random.key(int(seed))
+        seed = int(seed)
+        if 0 <= seed < 2**31 and jax.config.jax_default_prng_impl == "threefry2x32":
+            # The words of ``jax.random.key(seed)``, without compiling its seeding program.
+            return jax.random.wrap_key_data(np.asarray([0, seed], np.uint32))
+        return jax.random.key(seed)
     if isinstance(seed, jax.Array):
         if jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
             if seed.shape != ():
@@ -311,15 +315,36 @@ def _make_init_fn(sampler: Sampler, adapt_warmup: int):
     return init
 
 
+def _host_split(words: np.ndarray, num: int) -> np.ndarray:
+    """``jax.random.split`` of a Threefry key's words, computed on the host: ``uint32[num, 2]``.
+
+    JAX's (partitionable) split gives key ``i`` the two output words of the
+    Threefry-2x32 block ``(0, i)``; the block function is the one of
+    :mod:`sgmcmc.noise`, evaluated with NumPy (bit-exact, checked in the tests).
+    """
+    k0, k1 = (np.asarray([w], np.uint32) for w in words)
+    a, b = noise._threefry2x32(k0, k1, np.zeros(num, np.uint32), np.arange(num, dtype=np.uint32), both=True)
+    return np.stack([a, b], axis=-1)
+
+
 @functools.partial(jax.jit, static_argnums=1)
+def _derive_keys_compiled(key: jax.Array, num_chains: int) -> tuple[jax.Array, jax.Array]:
+    key_init, key_run = jax.random.split(key)
+    return key_init, jax.random.split(key_run, num_chains)
+
+
 def _derive_keys(key: jax.Array, num_chains: int) -> tuple[jax.Array, jax.Array]:
     """``split(key)`` into the initial positions' key and the chains' keys, ``split(key_run, num_chains)``.
 
-    One small program: splitting eagerly compiles a program per call shape and
-    another to unpack the pair.
+    Threefry keys (JAX's default) are split on the host, bit-identical to
+    ``jax.random.split``: compiling the split cost ~0.2 s of a first call.
+    Other key implementations use one small compiled program.
     """
-    key_init, key_run = jax.random.split(key)
-    return key_init, jax.random.split(key_run, num_chains)
+    if str(jax.random.key_impl(key)) != "threefry2x32" or not jax.config.jax_threefry_partitionable:
+        return _derive_keys_compiled(key, num_chains)
+    words = np.asarray(jax.random.key_data(key))
+    key_init, key_run = _host_split(words, 2)
+    return jax.random.wrap_key_data(key_init), jax.random.wrap_key_data(_host_split(key_run, num_chains))
 
 
 def _initial_positions(target: Target, initial_position, num_chains: int, key: jax.Array) -> PyTree:
@@ -347,7 +372,8 @@ def _initial_positions(target: Target, initial_position, num_chains: int, key: j
     checked = [
         target.check_position(p, f"initial position of chain {c}", evaluate=False) for c, p in enumerate(per_chain)
     ]
-    positions = jax.tree.map(lambda *xs: jnp.stack(xs), *checked)
+    # Stacked on the host (NumPy): jnp.stack would compile a program per shape.
+    positions = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *checked)
 
     def logdensities(data, positions):
         return jax.vmap(lambda p: target.logdensity_fn(p, data))(positions)
@@ -607,14 +633,14 @@ def sample(
                 mask &= _kept_slots(keep_mask, (t - num_warmup) // thin, rows)
             accs = reduce_fn(accs, out, put(jnp.asarray(mask)))
         kept = out if keep_draws else (None, out[1])
-        host = jax.tree.map(lambda x, v=valid: to_host(x[:v]), kept)
+        host = jax.tree.map(lambda x, v=valid: to_host(x)[:v], kept)
         outputs.append(host)
         if ckpt is not None:
             ckpt.write_chunk(len(outputs) - 1, host)
         if writer is not None:
             first = (t - num_warmup) // thin
             # Without keep_draws the host copy holds only the info: add the positions, once.
-            chunk = host if keep_draws else (jax.tree.map(lambda x, v=valid: to_host(x[:v]), out[0]), host[1])
+            chunk = host if keep_draws else (jax.tree.map(lambda x, v=valid: to_host(x)[:v], out[0]), host[1])
             _stream_chunk(writer, chunk, first, keep_mask, target)
 
     def run_phase(first_step: int, stop: int, collect: bool, sampling: bool) -> float:

@@ -76,6 +76,32 @@ def test_key_seed_and_warmup_counts():
     assert by_key.timing["sampling_s"] >= 0 and by_key.timing["compile_s"] >= 0
 
 
+@pytest.mark.parametrize("seed", [0, 1, 7, 123456789, 2**31 - 1])
+def test_chain_keys_are_jax_splits_of_the_seed(seed):
+    """The driver splits Threefry keys on the host; they must equal ``jax.random.split``'s."""
+    from sgmcmc.run import _as_key, _derive_keys
+
+    key = _as_key(seed)
+    np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(jax.random.key(seed)))
+    key_init, chain_keys = _derive_keys(key, 5)
+    ref_init, ref_run = jax.random.split(jax.random.key(seed))
+    np.testing.assert_array_equal(jax.random.key_data(key_init), jax.random.key_data(ref_init))
+    np.testing.assert_array_equal(jax.random.key_data(chain_keys), jax.random.key_data(jax.random.split(ref_run, 5)))
+
+
+def test_non_threefry_keys_are_split_by_jax():
+    from sgmcmc.run import _derive_keys
+
+    key = jax.random.key(3, impl="rbg")
+    key_init, chain_keys = _derive_keys(key, 3)
+    ref_init, ref_run = jax.random.split(key)
+    np.testing.assert_array_equal(jax.random.key_data(key_init), jax.random.key_data(ref_init))
+    np.testing.assert_array_equal(jax.random.key_data(chain_keys), jax.random.key_data(jax.random.split(ref_run, 3)))
+    sampler = sgmcmc.mala(gaussian_target(), 0.5)
+    result = sgmcmc.sample(sampler, num_samples=3, num_chains=2, seed=key, progress=False)
+    assert np.all(np.isfinite(result.samples["a"]))
+
+
 def test_target_mismatch_is_an_error():
     sampler = sgmcmc.hmc(gaussian_target(), 0.3, 5)
     with pytest.raises(ValueError, match="another target"):
