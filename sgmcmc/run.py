@@ -18,8 +18,9 @@ settings compiles nothing.
 Randomness: with ``key_init, key_run = split(key)`` (``key_init`` draws the
 initial positions of targets that have an ``init_fn``), chain ``c`` uses
 ``key_c = split(key_run, num_chains)[c]`` (``jax.random.split``; Threefry keys
-are split on the host, with the same values) and its step ``t`` (counted from the first warmup step) uses ``noise.fold_in(key_c, t)``,
-so the draws do not depend on the chunk size or on the progress bar.
+are split on the host, with the same values) and its step ``t`` (counted
+from the first warmup step) uses ``noise.fold_in(key_c, t)``, so the draws do
+not depend on the chunk size or on the progress bar.
 
 The data of a data-driven target are passed into the compiled program as an
 argument (through the sampler's ``rebuild``), not captured as constants.
