@@ -204,8 +204,13 @@ def build_l2hmc(target, loc: np.ndarray, settings: dict, args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         warm = sgmcmc.sample(
-            baseline, num_samples=1, num_warmup=args.warmup, num_chains=args.l2hmc_chains, seed=args.seed + 2,
-            progress=False, initial_position=start,
+            baseline,
+            num_samples=1,
+            num_warmup=args.warmup,
+            num_chains=args.l2hmc_chains,
+            seed=args.seed + 2,
+            progress=False,
+            initial_position=start,
         )
     warm_s = time.perf_counter() - t0
     step_size = float(np.median(np.asarray(warm.info.step_size)[:, -1]))
