@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import sgmcmc
-from sgmcmc.adaptation.window import final_buffer_length, window_schedule
+from sgmcmc.adaptation.window import DEPTH_BINS, _min_tree_depth, final_buffer_length, window_schedule
 
 SD_20D = np.linspace(0.5, 1.5, 20)
 
@@ -124,3 +124,51 @@ def test_warmup_needs_no_recompilation():
     sgmcmc.sample(sampler, num_samples=20, num_warmup=150, num_chains=2, seed=0, progress=False)
     again = sgmcmc.sample(sampler, num_samples=20, num_warmup=150, num_chains=2, seed=1, progress=False)
     assert again.num_compilations == 0
+
+
+def _counts(shares: dict[int, float], total: int = 1000) -> np.ndarray:
+    counts = np.zeros(DEPTH_BINS, np.int32)
+    for depth, share in shares.items():
+        counts[depth] = round(share * total)
+    return counts
+
+
+@pytest.mark.parametrize(
+    "shares, expected",
+    [
+        ({3: 1.0}, 2),  # one tree length: d - 1, which only changes trees that stop early
+        ({4: 0.44, 5: 0.56}, 4),  # the logistic regression of benchmarks/nuts.py: never stop at 15 steps
+        ({4: 0.5, 5: 0.5}, 4),
+        ({4: 0.8, 5: 0.2}, 0),  # upper quartile 4, but 20% of trees are not in {3, 4}: Stan's NUTS
+        ({2: 0.2, 3: 0.4, 4: 0.25, 5: 0.15}, 0),  # a funnel's spread of depths: Stan's NUTS
+        ({4: 0.03, 5: 0.5, 6: 0.47}, 5),
+        ({}, 0),  # nothing counted
+    ],
+)
+def test_min_tree_depth_rule(shares, expected):
+    got = _min_tree_depth(jnp.asarray(np.stack([_counts(shares)] * 2)))
+    np.testing.assert_array_equal(np.asarray(got), [expected, expected])
+
+
+def test_min_tree_depth_adapts_per_chain_and_only_when_depths_concentrate():
+    scale = jnp.asarray(np.linspace(0.5, 1.5, 20), jnp.float32)
+    gaussian = sgmcmc.Target.from_logdensity(lambda x: -0.5 * jnp.sum((x / scale) ** 2), jnp.zeros(20))
+    result = sgmcmc.sample(
+        sgmcmc.nuts(gaussian), num_samples=200, num_warmup=400, num_chains=4, seed=11, progress=False
+    )
+    steps = np.asarray(result.info.num_grad_evals)
+    d = np.floor(np.log2(np.median(steps))).astype(int) + 1  # the trees' usual number of doublings
+    np.testing.assert_array_equal(np.asarray(result.last_state.min_tree_depth), d - 1)
+    assert steps.min() >= 2**d - 1
+
+    # Strongly correlated 2-d Gaussian with a diagonal metric: trees of 1 to 15 steps, so
+    # the floor stays 0 and the draws are Stan's NUTS's, bit for bit.
+    cov = jnp.asarray([[1.0, 0.9], [0.9, 1.0]], jnp.float32)
+    precision = jnp.linalg.inv(cov)
+    corr = sgmcmc.Target.from_logdensity(lambda x: -0.5 * x @ precision @ x, jnp.zeros(2))
+    auto = sgmcmc.sample(sgmcmc.nuts(corr), num_samples=300, num_warmup=500, num_chains=4, seed=11, progress=False)
+    stan = sgmcmc.sample(
+        sgmcmc.nuts(corr, min_tree_depth=0), num_samples=300, num_warmup=500, num_chains=4, seed=11, progress=False
+    )
+    np.testing.assert_array_equal(np.asarray(auto.last_state.min_tree_depth), 0)
+    np.testing.assert_array_equal(auto.samples, stan.samples)

@@ -107,6 +107,13 @@ def test_bad_adaptive_sampler_settings(target):
         sgmcmc.nuts(target, inverse_mass_matrix=jnp.ones(4))
     with pytest.raises(ValueError, match="divergence_threshold"):
         sgmcmc.nuts(target, divergence_threshold=0.0)
+    for bad in (-1, 10):
+        with pytest.raises(ValueError, match="min_tree_depth"):
+            sgmcmc.nuts(target, min_tree_depth=bad)
+    with pytest.raises(ValueError, match="min_tree_depth"):
+        sgmcmc.nuts(target, min_tree_depth="adaptive")
+    with pytest.raises(TypeError, match="min_tree_depth"):
+        sgmcmc.nuts(target, min_tree_depth=2.0)
     with pytest.raises(ValueError, match="float step size"):
         sgmcmc.chees_hmc(target, lambda t: 0.1 / (1.0 + t))
     with pytest.raises(ValueError, match="trajectory_length"):

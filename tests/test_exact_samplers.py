@@ -47,6 +47,9 @@ CASES = {
     "nuts-corr2d": (lambda t: sgmcmc.nuts(t), correlated_2d),
     "nuts-corr2d-dense-metric": (lambda t: sgmcmc.nuts(t, metric="dense"), correlated_2d),
     "nuts-diag20d": (lambda t: sgmcmc.nuts(t, step_size=0.01), diagonal_20d),
+    # NUTS with a fixed minimum tree depth: no U-turn check below 2^m points
+    "nuts-corr2d-min-depth-3": (lambda t: sgmcmc.nuts(t, min_tree_depth=3), correlated_2d),
+    "nuts-diag20d-min-depth-4": (lambda t: sgmcmc.nuts(t, min_tree_depth=4, max_tree_depth=6), diagonal_20d),
     # ChEES-HMC: step size, trajectory length and metric adapted across chains
     "chees-corr2d": (lambda t: sgmcmc.chees_hmc(t), correlated_2d),
     "chees-diag20d": (lambda t: sgmcmc.chees_hmc(t), diagonal_20d),
@@ -129,3 +132,19 @@ def test_any_across_chains_is_one_condition_under_the_driver():
     assert "bool[3] = gt" in str(jax.make_jaxpr(jax.vmap(count))(limits))
     np.testing.assert_array_equal(jax.vmap(count, axis_name=CHAIN_AXIS)(limits), limits)
     np.testing.assert_array_equal(jax.vmap(count)(limits), limits)
+
+
+def test_fixed_min_tree_depth_sets_the_shortest_trajectory():
+    """``min_tree_depth=m``: every transition takes at least ``2^(m+1) - 1`` leapfrog steps (none diverge here)."""
+    target = correlated_2d()
+    result = sgmcmc.sample(
+        sgmcmc.nuts(target, 0.3, min_tree_depth=2), num_samples=300, num_chains=2, seed=3, progress=False
+    )
+    steps = np.asarray(result.info.num_grad_evals)
+    assert not np.any(result.info.is_divergent)
+    assert steps.min() >= 7
+    assert np.all(np.asarray(result.last_state.min_tree_depth) == 2)
+    standard = sgmcmc.sample(
+        sgmcmc.nuts(target, 0.3, min_tree_depth=0), num_samples=300, num_chains=2, seed=3, progress=False
+    )
+    assert np.asarray(standard.info.num_grad_evals).min() < 7  # the floor binds on this target

@@ -21,15 +21,16 @@ def _turns(v_a, v_b, rho) -> bool:
     return not (np.dot(v_a, rho) > 0 and np.dot(v_b, rho) > 0)
 
 
-def first_turning_leaf(momenta: np.ndarray, velocities: np.ndarray, depth: int):
+def first_turning_leaf(momenta: np.ndarray, velocities: np.ndarray, depth: int, min_level: int = 0):
     """The first leaf of a depth-``depth`` sub-tree at which Stan's checks fail, or None.
 
     At leaf ``n`` every balanced block ``[a, n]`` of ``2h`` leaves (``h >= 1``) that ends
     there is checked on the whole block, on its first half plus the second half's first
-    leaf, and on the first half's last leaf plus the second half.
+    leaf, and on the first half's last leaf plus the second half. Blocks of ``2^k`` leaves
+    with ``k <= min_level`` are not checked (NUTS's ``min_tree_depth``).
     """
     for n in range(2**depth):
-        for k in range(1, min(_trailing_zeros(n + 1), depth) + 1):
+        for k in range(min_level + 1, min(_trailing_zeros(n + 1), depth) + 1):
             h = 2 ** (k - 1)
             a = n + 1 - 2 * h
             if _turns(velocities[a], velocities[n], momenta[a : n + 1].sum(0)):
@@ -42,10 +43,12 @@ def first_turning_leaf(momenta: np.ndarray, velocities: np.ndarray, depth: int):
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
-def _run(momenta, velocities, depth: int, max_depth: int):
+def _run(momenta, velocities, depth: int, max_depth: int, min_level=0):
     def body(carry, leaf):
         ckpt, total, turned_at = carry
-        ckpt, turned = checkpoint_step(ckpt, leaf, jnp.int32(depth), momenta[leaf], velocities[leaf], total)
+        ckpt, turned = checkpoint_step(
+            ckpt, leaf, jnp.int32(depth), momenta[leaf], velocities[leaf], total, min_level=min_level
+        )
         turned_at = jnp.where((turned_at < 0) & turned, leaf, turned_at)
         return (ckpt, total + momenta[leaf], turned_at), None
 
@@ -54,8 +57,8 @@ def _run(momenta, velocities, depth: int, max_depth: int):
     return turned_at
 
 
-def run_checkpoints(momenta, velocities, depth: int, max_depth: int):
-    value = int(_run(jnp.asarray(momenta), jnp.asarray(velocities), depth, max_depth))
+def run_checkpoints(momenta, velocities, depth: int, max_depth: int, min_level: int = 0):
+    value = int(_run(jnp.asarray(momenta), jnp.asarray(velocities), depth, max_depth, jnp.int32(min_level)))
     return None if value < 0 else value
 
 
@@ -85,3 +88,21 @@ def test_checkpoints_match_stans_recursion(depth, row_update):
         found.add(expected)
     # the trials exercised turns at several leaves (and, for small trees, no turn at all)
     assert len(found) >= min(3, 2**depth)
+
+
+@pytest.mark.parametrize("min_level", [1, 3])
+def test_checkpoints_skip_blocks_up_to_the_minimum_level(min_level):
+    """NUTS's ``min_tree_depth``: blocks of at most ``2^min_level`` leaves are never checked."""
+    depth = 6
+    rng = np.random.default_rng(100 + min_level)
+    differs = 0
+    for trial in range(40):
+        angle = np.cumsum(rng.uniform(0.0, 0.6, 2**depth))
+        momenta = np.stack([np.cos(angle), np.sin(angle), 0.3 * rng.normal(size=angle.size)], 1)
+        momenta += 0.4 * rng.normal(size=momenta.shape)
+        velocities = momenta * rng.uniform(0.5, 2.0, 3)
+        expected = first_turning_leaf(momenta, velocities, depth, min_level)
+        got = run_checkpoints(momenta.astype(np.float32), velocities.astype(np.float32), depth, 10, min_level)
+        assert got == expected, (trial, got, expected)
+        differs += expected != first_turning_leaf(momenta, velocities, depth)
+    assert differs > 0  # the skipped small blocks did turn in some trials

@@ -29,6 +29,10 @@ chains) this cut post-warmup divergences from 25/13/87 to 13/9/4 and raised
 the smallest bulk ESS from 14/17/11 to 76/17/34; targets without divergences
 are unaffected.
 
+For NUTS, the final phase also counts each chain's trees by their number of
+doublings and warmup ends by setting the chain's ``min_tree_depth`` from
+them (``adapt_min_tree_depth``; see :func:`sgmcmc.nuts`).
+
 Every chain adapts independently (the per-chain parts are vmapped), in one
 compiled program, through the :class:`~sgmcmc.adaptation.base.Warmup`
 contract. It applies to any sampler whose state has ``step_size`` and
@@ -62,6 +66,13 @@ from sgmcmc.adaptation.mass_matrix import WelfordState, inverse_mass_matrix_esti
 __all__ = ["window_adaptation", "window_schedule", "check_target_accept", "WindowAdaptationState"]
 
 MAX_WINDOWS = 32
+#: Bins of the histogram of NUTS tree depths (number of doublings, 0..30).
+DEPTH_BINS = 32
+#: NUTS's adapted ``min_tree_depth`` is ``d - 1`` with ``d`` this quantile of the
+#: number of doublings of the final phase's trees, when at least
+#: ``DEPTH_CONCENTRATION`` of them took ``d - 1`` or ``d`` doublings; 0 otherwise.
+DEPTH_QUANTILE = 0.75
+DEPTH_CONCENTRATION = 0.95
 #: Below this many warmup steps only the step size adapts (Stan's threshold is 20,
 #: but a final buffer of 2-10 steps leaves dual averaging with a step size far
 #: too large right after its restart).
@@ -125,6 +136,7 @@ class ChainAdaptation(NamedTuple):
     final_count: jax.Array
     tail_sum: jax.Array  # sum of the iterates in the second half of the final phase
     tail_count: jax.Array
+    depth_counts: jax.Array  # (DEPTH_BINS,) int32: trees of the final phase by number of doublings
 
 
 class WindowAdaptationState(NamedTuple):
@@ -146,6 +158,7 @@ def window_adaptation(
     target_accept: float = 0.8,
     metric: str = "diag",
     adapt_mass_matrix: bool = True,
+    adapt_min_tree_depth: bool = False,
 ) -> Warmup:
     """Stan's windowed adaptation of a kernel.
 
@@ -158,6 +171,18 @@ def window_adaptation(
         target_accept: the mean acceptance statistic to reach.
         metric: ``"diag"`` or ``"dense"``.
         adapt_mass_matrix: ``False`` adapts the step size only.
+        adapt_min_tree_depth: for NUTS (a state with ``min_tree_depth``, an
+            info with ``num_grad_evals``): count each chain's trees of the
+            final phase by their number of doublings (the bit length of the
+            leapfrog step count). With ``d`` the upper quartile of that count,
+            when at least 95% of the trees took ``d - 1`` or ``d`` doublings
+            (a posterior whose trajectories share one length scale, and the
+            shorter trees are the U-turn check firing early), warmup ends with
+            ``min_tree_depth = d - 1``, so that no tree stops before the
+            chain's longer trees; otherwise (trees of many depths: the
+            geometry changes across the posterior, as in a funnel) it stays
+            0. On a Gaussian whose trees all take ``d`` doublings it is
+            ``d - 1``, which changes only the rare trees that stopped earlier.
     """
     dense = metric == "dense"
 
@@ -183,6 +208,7 @@ def window_adaptation(
             jnp.zeros_like(step_sizes),
             jnp.zeros_like(step_sizes),
             jnp.zeros_like(step_sizes),
+            jnp.zeros((*step_sizes.shape, DEPTH_BINS), jnp.int32),
         )
         final_start = slow_end if ends else int(num_warmup) // 2
         tail_start = final_start + (int(num_warmup) - final_start) // 2
@@ -255,13 +281,41 @@ def window_adaptation(
         in_tail = t >= adapt.tail_start
         tail_sum = jnp.where(in_tail, chains.tail_sum + final_log, chains.tail_sum)
         tail_count = jnp.where(in_tail, chains.tail_count + 1.0, chains.tail_count)
-        chains = ChainAdaptation(da, welford, final_log, final_count, tail_sum, tail_count)
+        depth_counts = chains.depth_counts
+        if adapt_min_tree_depth:
+            steps = info.num_grad_evals.astype(jnp.int32)
+            doublings = jnp.where(steps > 0, 32 - lax.clz(steps), 0)
+            depth_counts = depth_counts + (in_final & ~info.is_divergent)[:, None] * jax.nn.one_hot(
+                doublings, DEPTH_BINS, dtype=jnp.int32
+            )
+        chains = ChainAdaptation(da, welford, final_log, final_count, tail_sum, tail_count, depth_counts)
         return states, adapt._replace(chains=chains, search_pending=is_end)
 
     def finalize(states, adapt: WindowAdaptationState):
         chains = adapt.chains
         averaged = chains.tail_sum / jnp.maximum(chains.tail_count, 1.0)
         log_step = jnp.where(chains.tail_count > 0, averaged, chains.final_log_step_size)
-        return states._replace(step_size=jnp.exp(log_step).astype(states.step_size.dtype))
+        states = states._replace(step_size=jnp.exp(log_step).astype(states.step_size.dtype))
+        if adapt_min_tree_depth:
+            states = states._replace(min_tree_depth=_min_tree_depth(chains.depth_counts))
+        return states
 
     return Warmup(transition, init, prepare, update, finalize, "window_adaptation")
+
+
+def _min_tree_depth(depth_counts: jax.Array) -> jax.Array:
+    """Per chain (last axis: counts by number of doublings): NUTS's adapted ``min_tree_depth``.
+
+    ``d`` is the upper quartile (``DEPTH_QUANTILE``) of the counted doublings;
+    when at least ``DEPTH_CONCENTRATION`` of the trees took ``d - 1`` or ``d``
+    doublings the result is ``d - 1``, otherwise 0 (Stan's NUTS).
+    """
+    counts = depth_counts.astype(jnp.float32)
+    cumulative = jnp.cumsum(counts, axis=-1)
+    total = cumulative[..., -1]
+    d = jnp.argmax(cumulative >= jnp.ceil(DEPTH_QUANTILE * total)[..., None], axis=-1)
+    at_d = jnp.take_along_axis(counts, d[..., None], axis=-1)[..., 0]
+    below = jnp.take_along_axis(counts, jnp.maximum(d - 1, 0)[..., None], axis=-1)[..., 0]
+    share = (at_d + jnp.where(d > 0, below, 0.0)) / jnp.maximum(total, 1.0)
+    concentrated = (total > 0) & (share >= DEPTH_CONCENTRATION)
+    return jnp.where(concentrated, jnp.maximum(d - 1, 0), 0).astype(jnp.int32)

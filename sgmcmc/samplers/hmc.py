@@ -96,8 +96,13 @@ def hmc_init(target: Target, position: PyTree, step_size: StepSize, inverse_mass
     )
 
 
-def windowed_warmup(step, target: Target, step_size: StepSize, adaptation: tuple | None):
+def windowed_warmup(
+    step, target: Target, step_size: StepSize, adaptation: tuple | None, *, adapt_min_tree_depth: bool = False
+):
     """Stan's windowed adaptation of ``step`` (``adaptation = (target_accept, metric)``).
+
+    ``adapt_min_tree_depth``: also set NUTS's ``min_tree_depth`` at the end
+    (see :func:`sgmcmc.adaptation.window_adaptation`).
 
     ``None`` when adaptation is off or the step size is a schedule (which is
     never adapted): warmup is then plain burn-in.
@@ -106,7 +111,9 @@ def windowed_warmup(step, target: Target, step_size: StepSize, adaptation: tuple
         return None
     target_accept, metric = adaptation
     search = partial(find_reasonable_step_size, target=target)
-    return window_adaptation(step, search, target_accept=target_accept, metric=metric)
+    return window_adaptation(
+        step, search, target_accept=target_accept, metric=metric, adapt_min_tree_depth=adapt_min_tree_depth
+    )
 
 
 def hamiltonian_transition(

@@ -101,6 +101,7 @@ def checkpoint_step(
     velocity: jax.Array,
     sum_before: jax.Array,
     velocity_dot_momentum: jax.Array | None = None,
+    min_level=0,
 ) -> tuple[Checkpoints, jax.Array]:
     """Record leaf ``leaf`` of a sub-tree of depth ``depth`` and check the blocks it completes.
 
@@ -160,6 +161,6 @@ def checkpoint_step(
     whole_ok = row_ok[begin_rows]
     second_ok = row_ok[num_levels : 2 * num_levels - 1]
     num_checks = jnp.minimum(_trailing_zeros(leaf + 1, top), depth)
-    checked = levels <= num_checks
+    checked = (levels <= num_checks) & (levels > min_level)
     turned = jnp.any(checked & ~(whole_ok & first_half_ok[1:] & second_ok))
     return Checkpoints(velocities, sums, dots, first_half_ok), turned

@@ -11,7 +11,11 @@ sampling, which favours points far from the start; Betancourt 2017, appendix
 A.3.2). A sub-tree that diverges or contains a U-turn is discarded and ends
 the transition; a merged trajectory that turns ends it too. This is Stan's
 multinomial NUTS (Hoffman & Gelman 2014; Betancourt 2017), which leaves the
-target exactly invariant.
+target exactly invariant. With ``min_tree_depth = m > 0`` neither the merged
+trajectories nor the blocks inside sub-trees are checked for a U-turn while
+they have at most ``2^m`` points (divergences still end the transition): the
+rule stays a property of the final trajectory, so the transition stays exact
+(see :func:`sgmcmc.nuts`).
 
 Implementation: two nested ``lax.while_loop``s, doublings outside, leapfrog
 steps of one sub-tree inside, with the recursion's U-turn checks done by
@@ -112,6 +116,7 @@ def build_trajectory(
     metric: Metric,
     max_tree_depth: int,
     divergence_threshold: float,
+    min_tree_depth=0,
 ) -> TrajectoryResult:
     """Run one NUTS transition's trajectory from ``start`` (momentum already drawn)."""
     dtype = start.position.dtype
@@ -198,7 +203,7 @@ def build_trajectory(
             # would otherwise recompute the leapfrog arithmetic for every level.
             momentum, velocity = lax.optimization_barrier((momentum, velocity))
             checkpoints, turned = checkpoint_step(
-                s.checkpoints, s.leaf, depth, momentum, velocity, s.momentum_sum, v_dot_p
+                s.checkpoints, s.leaf, depth, momentum, velocity, s.momentum_sum, v_dot_p, min_tree_depth
             )
             return _Subtree(
                 position=position,
@@ -245,7 +250,7 @@ def build_trajectory(
             is_turning(far[3], last_velocity, momentum_sum)
             | is_turning(far[3], first_velocity, traj.momentum_sum + first_momentum)
             | is_turning(near[3], last_velocity, sub_sum + near[1])
-        )
+        ) & (depth + 1 > min_tree_depth)
         new_end = jnp.stack([sub.position, sub.momentum, sub.grad, last_velocity])
         ends = jnp.where(valid, traj.ends.at[side].set(new_end), traj.ends)
         end_logdensity = jnp.where(valid, traj.end_logdensity.at[side].set(sub.logdensity), traj.end_logdensity)
