@@ -148,9 +148,7 @@ def nuts(
             ends with a Robbins-Monro refinement that lands on it (0.76-0.83
             realised for 0.8), whereas Stan, NumPyro and BlackJAX end on the
             dual-averaging mean, above their target (0.86-0.94 realised for
-            0.8): ``0.9`` gives their step sizes. On smooth posteriors whose
-            trees stop at 15 or 31 steps, 0.9 gave 1.5x the ESS per second (all
-            chains take the longer tree; ``benchmarks/README.md``, NUTS section).
+            0.8): ``0.9`` gives their step sizes.
         metric: ``"diag"`` or ``"dense"``: the mass matrix warmup adapts
             (default: the form of ``inverse_mass_matrix``, else diagonal).
         inverse_mass_matrix: the starting inverse mass matrix (vector or
