@@ -155,10 +155,10 @@ def nuts(
             matrix over the flattened position); identity by default. Its
             form must agree with ``metric``.
         divergence_threshold: energy error beyond which a trajectory diverges.
-        min_tree_depth: ``m``: the trajectory doubles at least ``m`` times
-            before any U-turn check can stop it (sub-trees of at most
-            ``2**m`` points are not checked; larger ones are, with Stan's
-            checks). ``0`` is Stan's NUTS. ``"auto"`` (default): 0 during
+        min_tree_depth: ``m``: sub-trees of at most ``2**m`` points are
+            not checked for a U-turn (larger ones are, with Stan's checks), so
+            a trajectory that does not diverge takes at least
+            ``2**(m + 1) - 1`` leapfrog steps. ``0`` is Stan's NUTS. ``"auto"`` (default): 0 during
             warmup; at its end, if at least 95% of a chain's trees in the
             final warmup phase took ``d - 1`` or ``d`` doublings (``d`` their
             upper quartile), the chain's ``m`` becomes ``d - 1``, else it
