@@ -136,7 +136,7 @@ class ChainAdaptation(NamedTuple):
     final_count: jax.Array
     tail_sum: jax.Array  # sum of the iterates in the second half of the final phase
     tail_count: jax.Array
-    depth_counts: jax.Array  # (DEPTH_BINS,) int32: trees of the final phase by number of doublings
+    depth_counts: jax.Array  # (DEPTH_BINS,) int32: NUTS trees of the final phase by doublings; (0,) otherwise
 
 
 class WindowAdaptationState(NamedTuple):
@@ -208,7 +208,8 @@ def window_adaptation(
             jnp.zeros_like(step_sizes),
             jnp.zeros_like(step_sizes),
             jnp.zeros_like(step_sizes),
-            jnp.zeros((*step_sizes.shape, DEPTH_BINS), jnp.int32),
+            # NUTS's tree-depth histogram; empty (nothing carried) for other kernels.
+            jnp.zeros((*step_sizes.shape, DEPTH_BINS if adapt_min_tree_depth else 0), jnp.int32),
         )
         final_start = slow_end if ends else int(num_warmup) // 2
         tail_start = final_start + (int(num_warmup) - final_start) // 2

@@ -91,17 +91,19 @@ def nuts_transition(
     step_size: StepSize,
     max_tree_depth: int,
     divergence_threshold: float,
+    min_tree_depth=0,
 ) -> tuple[NUTSState, NUTSInfo]:
-    """One NUTS transition from ``state`` (its ``min_tree_depth`` if it has one, else 0)."""
+    """One NUTS transition from ``state``; ``min_tree_depth`` as in :func:`nuts` (0: Stan's NUTS).
+
+    ``state`` needs ``HMCState``'s fields (NeuTra passes its own latent state).
+    """
     flat, flat_grad, unravel, metric, logdensity_and_grad = flat_view(state, target)
     eps = current_step_size(step_size, state.step_size, state.count)
 
     momentum = metric.sample_momentum(key, flat)
     start = IntegratorState(flat, momentum, state.logdensity, flat_grad)
-    # States without the field (e.g. NeuTra's latent chain) run Stan's NUTS.
-    min_depth = getattr(state, "min_tree_depth", 0)
     result = build_trajectory(
-        key, start, eps, logdensity_and_grad, metric, max_tree_depth, divergence_threshold, min_depth
+        key, start, eps, logdensity_and_grad, metric, max_tree_depth, divergence_threshold, min_tree_depth
     )
     new_state = state._replace(
         position=unravel(result.position),
@@ -158,8 +160,8 @@ def nuts(
         min_tree_depth: ``m``: sub-trees of at most ``2**m`` points are
             not checked for a U-turn (larger ones are, with Stan's checks), so
             a trajectory that does not diverge takes at least
-            ``2**(m + 1) - 1`` leapfrog steps. ``0`` is Stan's NUTS. ``"auto"`` (default): 0 during
-            warmup; at its end, if at least 95% of a chain's trees in the
+            ``2**(m + 1) - 1`` leapfrog steps. ``0`` is Stan's NUTS.
+            ``"auto"`` (default): 0 during warmup; at its end, if at least 95% of a chain's trees in the
             final warmup phase took ``d - 1`` or ``d`` doublings (``d`` their
             upper quartile), the chain's ``m`` becomes ``d - 1``, else it
             stays 0 (see :func:`sgmcmc.adaptation.window_adaptation`); without
@@ -225,7 +227,9 @@ def _build(target: Target, settings: tuple) -> Sampler:
     def step(key: jax.Array, state: NUTSState, batch=None) -> tuple[NUTSState, NUTSInfo]:
         if batch is not None:
             raise ValueError("NUTS is a full-batch sampler; it does not take a minibatch.")
-        return nuts_transition(key, state, target, step_size, max_tree_depth, divergence_threshold)
+        return nuts_transition(
+            key, state, target, step_size, max_tree_depth, divergence_threshold, state.min_tree_depth
+        )
 
     def rebuild(new_target: Target) -> Sampler:
         return _build(new_target, settings)
