@@ -172,8 +172,8 @@ def nuts(
     Minimum tree depth. NUTS stops a trajectory at the first doubling whose
     points turn back; on smooth posteriors that can happen one doubling early
     in a large share of transitions (the logistic regression of
-    ``benchmarks/nuts.py`` stopped at 15 leapfrog steps in 44% of them and at
-    31 otherwise), and the shorter trajectories give draws much closer to
+    ``benchmarks/nuts.py`` stopped at 15 leapfrog steps in 39-50% of them
+    and at 31 otherwise), and the shorter trajectories give draws much closer to
     their start. Under ``vmap`` the short trees do not even save time, as the
     chains wait for the longest tree. With ``m`` fixed the transition is
     still exact: the first ``m`` doublings build a window of ``2**m`` points
