@@ -119,6 +119,94 @@ def test_chees_esjd_criterion_learns_the_first_moment_optimum():
     assert 3.2 < length < 6.5, length
 
 
+def correlated_8d(rho: float = 0.9):
+    """An 8-d Gaussian with equicorrelation ``rho`` and scales 0.1..10 (correlation condition 73)."""
+    scale = np.geomspace(0.1, 10.0, 8)
+    cov = (rho * np.ones((8, 8)) + (1.0 - rho) * np.eye(8)) * np.outer(scale, scale)
+    precision = jnp.asarray(np.linalg.inv(cov), jnp.float32)
+    target = sgmcmc.Target.from_logdensity(lambda x: -0.5 * x @ precision @ x, jnp.ones(8))
+    return target, cov
+
+
+def test_prefers_dense_rule():
+    from sgmcmc.adaptation.chees import _pooled_update
+    from sgmcmc.adaptation.mass_matrix import prefers_dense, welford_init
+
+    rng = np.random.default_rng(0)
+
+    def decide(draws):
+        state = welford_init(draws.shape[1], jnp.float32, dense=True)
+        for block in np.split(draws, 10):
+            state = _pooled_update(state, jnp.asarray(block, jnp.float32))
+        return bool(prefers_dense(state))
+
+    _, cov = correlated_8d()
+    chol = np.linalg.cholesky(cov)
+    assert decide(rng.standard_normal((400, 8)) @ chol.T)
+    # independent coordinates with very different scales: the diagonal is enough
+    assert not decide(rng.standard_normal((400, 8)) * np.geomspace(0.01, 100.0, 8))
+    # 50 independent coordinates from 600 draws: noise alone gives a correlation condition
+    # number of ~3 (Marchenko-Pastur), not enough
+    assert not decide(rng.standard_normal((600, 50)))
+    # correlated, but fewer than 10 draws per dimension: not trusted
+    assert not decide(rng.standard_normal((60, 8)) @ chol.T)
+    # a drift shared by every coordinate (a chain still moving to the typical set) in a
+    # short window looks correlated, and is not trusted either
+    drift = np.linspace(5.0, 0.0, 100)[:, None] + rng.standard_normal((100, 50))
+    assert not decide(drift)
+
+
+def test_chees_auto_metric_goes_dense_on_a_correlated_target_only():
+    target, cov = correlated_8d()
+    result = sgmcmc.sample(
+        sgmcmc.chees_hmc(target), num_samples=200, num_warmup=600, num_chains=4, seed=3, progress=False
+    )
+    state = result.last_state
+    assert np.all(np.asarray(state.dense_metric))
+    inv_mass = np.asarray(state.inverse_mass_matrix)
+    assert inv_mass.shape == (4, 8, 8) and np.all(inv_mass == inv_mass[:1])  # pooled, shared
+    # the estimate whitens the target: the whitened covariance is near the identity
+    chol = np.linalg.cholesky(inv_mass[0].astype(np.float64))
+    whitened = np.linalg.solve(chol, np.linalg.solve(chol, cov).T)
+    eigenvalues = np.linalg.eigvalsh(whitened)
+    assert eigenvalues.max() / eigenvalues.min() < 3.0, eigenvalues
+    # ... where the diagonal metric leaves the correlation matrix's condition number (73)
+    diag = sgmcmc.sample(
+        sgmcmc.chees_hmc(target, metric="diag"), num_samples=200, num_warmup=600, num_chains=4, seed=3, progress=False
+    )
+    assert np.mean(result.info.num_grad_evals) < 0.5 * np.mean(diag.info.num_grad_evals)
+
+    independent = sgmcmc.sample(
+        sgmcmc.chees_hmc(diagonal_20d()), num_samples=50, num_warmup=500, num_chains=4, seed=3, progress=False
+    )
+    assert not np.any(np.asarray(independent.last_state.dense_metric))
+    inv_mass = np.asarray(independent.last_state.inverse_mass_matrix)[0]
+    assert np.all(inv_mass == np.diag(np.diag(inv_mass)))
+    np.testing.assert_allclose(np.diag(inv_mass), SD_20D**2, rtol=0.35)
+
+
+def test_chees_auto_metric_transition_is_the_dense_or_diagonal_one():
+    # metric="auto" integrates with the matrix as dense or as its diagonal, as the state's
+    # flag says: the same transition, key for key, as metric="dense" / metric="diag".
+    import jax
+
+    target, cov = correlated_8d()
+    inv_mass = jnp.asarray(cov, jnp.float32)
+    key = jax.random.key(4)
+    position = jnp.linspace(-1.0, 1.0, 8)
+    for flag, other in (
+        (True, sgmcmc.chees_hmc(target, 0.05, 1.0, metric="dense", inverse_mass_matrix=inv_mass)),
+        (False, sgmcmc.chees_hmc(target, 0.05, 1.0, metric="diag", inverse_mass_matrix=jnp.diag(inv_mass))),
+    ):
+        auto = sgmcmc.chees_hmc(target, 0.05, 1.0, inverse_mass_matrix=inv_mass)
+        state = auto.init(position)._replace(dense_metric=jnp.asarray(flag))
+        new, info = jax.jit(auto.step)(key, state)
+        expected, expected_info = jax.jit(other.step)(key, other.init(position))
+        np.testing.assert_allclose(new.position, expected.position, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(info.acceptance_rate, expected_info.acceptance_rate, rtol=1e-5, atol=1e-6)
+        assert np.asarray(new.inverse_mass_matrix).shape == (8, 8)
+
+
 def test_warmup_needs_no_recompilation():
     sampler = sgmcmc.nuts(diagonal_20d())
     sgmcmc.sample(sampler, num_samples=20, num_warmup=150, num_chains=2, seed=0, progress=False)

@@ -125,7 +125,14 @@ def test_bad_adaptive_sampler_settings(target):
     with pytest.raises(ValueError, match="criterion must be one of"):
         sgmcmc.chees_hmc(target, criterion="ess")
     with pytest.raises(ValueError, match="metric='diag' needs a vector"):
-        sgmcmc.chees_hmc(target, inverse_mass_matrix=jnp.eye(3))
+        sgmcmc.chees_hmc(target, metric="diag", inverse_mass_matrix=jnp.eye(3))
+    with pytest.raises(ValueError, match="metric='dense' needs a matrix"):
+        sgmcmc.chees_hmc(target, metric="dense", inverse_mass_matrix=jnp.ones(3))
+    with pytest.raises(ValueError, match="metric must be one of"):
+        sgmcmc.chees_hmc(target, metric="low-rank")
+    for bad in (jnp.ones(4), -jnp.eye(3), jnp.full((3, 3), jnp.nan)):  # also under metric="auto"
+        with pytest.raises(ValueError, match="inverse_mass_matrix"):
+            sgmcmc.chees_hmc(target, inverse_mass_matrix=bad)
 
 
 def test_bad_hmc_settings(target):

@@ -51,7 +51,9 @@ CASES = {
     "nuts-corr2d-min-depth-3": (lambda t: sgmcmc.nuts(t, min_tree_depth=3), correlated_2d),
     "nuts-diag20d-min-depth-4": (lambda t: sgmcmc.nuts(t, min_tree_depth=4, max_tree_depth=6), diagonal_20d),
     # ChEES-HMC: step size, trajectory length and metric adapted across chains
+    # (its default metric="auto" goes dense on this target: tested in test_adaptation.py)
     "chees-corr2d": (lambda t: sgmcmc.chees_hmc(t), correlated_2d),
+    "chees-corr2d-diag-metric": (lambda t: sgmcmc.chees_hmc(t, metric="diag"), correlated_2d),
     "chees-diag20d": (lambda t: sgmcmc.chees_hmc(t), diagonal_20d),
 }
 

@@ -15,16 +15,19 @@ runs one jittered HMC transition in every chain, then:
 
   (``x`` the start, ``x'`` the end of the trajectory before the Metropolis
   test, ``v'`` its velocity, ``a`` the acceptance probability, all in the
-  coordinates whitened by the current diagonal metric), i.e. gradient ascent
+  coordinates whitened by the current metric), i.e. gradient ascent
   on the expected change in squared distance from the cross-chain mean;
   ``log T`` is then averaged with weights ``t^-0.75`` like dual averaging
   (``criterion="esjd"`` ascends the expected squared jump distance instead,
   with ``(x' - x) . v'`` in place of the product above; see :data:`CRITERIA`);
-* **metric**: a diagonal inverse mass matrix from the variance of all
-  chains' draws pooled, in Stan's doubling windows
-  (:func:`~sgmcmc.adaptation.window.window_schedule`); after each update the
-  step size is searched again and dual averaging and the ``T`` average
-  restart.
+* **metric**: an inverse mass matrix from all chains' draws pooled, in Stan's
+  doubling windows (:func:`~sgmcmc.adaptation.window.window_schedule`):
+  the variances (``metric="diag"``), the covariance (``"dense"``), or
+  (``"auto"``) the covariance where the window's correlation matrix is too
+  ill-conditioned for sampling noise to explain and the window long enough
+  (:func:`~sgmcmc.adaptation.mass_matrix.prefers_dense`), its diagonal
+  otherwise; after each update the step size is searched again and dual
+  averaging and the ``T`` average restart.
 
 As in :func:`~sgmcmc.adaptation.window_adaptation`, the final buffer refines
 the step size by a Robbins-Monro recursion on the same harmonic mean, so the
@@ -60,7 +63,7 @@ from sgmcmc.adaptation.dual_averaging import (
     dual_averaging_update,
     robbins_monro_update,
 )
-from sgmcmc.adaptation.mass_matrix import WelfordState, inverse_mass_matrix_estimate, welford_init
+from sgmcmc.adaptation.mass_matrix import WelfordState, inverse_mass_matrix_estimate, prefers_dense, welford_init
 from sgmcmc.adaptation.window import MAX_WINDOWS, final_buffer_length, window_schedule
 
 __all__ = ["CRITERIA", "chees_adaptation", "check_criterion", "ChEESAdaptationState"]
@@ -109,12 +112,36 @@ def _pooled_update(state: WelfordState, xs: jax.Array) -> WelfordState:
     """Welford update with a batch of draws ``xs`` (chains, D) at once (Chan et al.)."""
     n_b = jnp.asarray(xs.shape[0], state.count.dtype)
     mean_b = jnp.mean(xs, axis=0)
-    m2_b = jnp.sum((xs - mean_b) ** 2, axis=0)
+    centred = xs - mean_b
     count = state.count + n_b
     delta = mean_b - state.mean
     mean = state.mean + delta * n_b / count
-    m2 = state.m2 + m2_b + delta**2 * state.count * n_b / count
+    if state.m2.ndim == 2:  # dense: sums of cross-products
+        m2 = state.m2 + centred.T @ centred + jnp.outer(delta, delta) * state.count * n_b / count
+    else:
+        m2 = state.m2 + jnp.sum(centred**2, axis=0) + delta**2 * state.count * n_b / count
     return WelfordState(count, mean, m2)
+
+
+def _whiten(inverse_mass_matrix: jax.Array, positions: jax.Array, momenta: jax.Array):
+    """Positions ``L^{-1} x`` and velocities ``L^{-1} M^{-1} p = L^T p`` with ``L L^T = M^{-1}``.
+
+    ``positions`` and ``momenta`` are (chains, D); ``inverse_mass_matrix`` is
+    one chain's (a vector, or a matrix for a dense metric).
+    """
+    if inverse_mass_matrix.ndim == 1:
+        scale = jnp.sqrt(inverse_mass_matrix)
+        return positions / scale, momenta * scale
+    chol = jnp.linalg.cholesky(inverse_mass_matrix)
+    whitened = jax.scipy.linalg.solve_triangular(chol, positions.T, lower=True).T
+    return whitened, momenta @ chol
+
+
+def _whiten_both(inverse_mass_matrix: jax.Array, starts: jax.Array, proposal):
+    """Whitened trajectory ends, starts and end velocities (see :func:`_whiten`)."""
+    ends, velocity = _whiten(inverse_mass_matrix, proposal.position, proposal.momentum)
+    begins, _ = _whiten(inverse_mass_matrix, starts, proposal.momentum)
+    return ends, begins, velocity
 
 
 def chees_adaptation(
@@ -124,13 +151,22 @@ def chees_adaptation(
     target_accept: float = 0.651,
     learning_rate: float = 0.05,
     criterion: str = "chees",
+    metric: str = "diag",
 ) -> Warmup:
     """The ChEES warmup for a transition ``(key, state) -> (state, info, proposal)``.
 
     ``criterion`` is what ``T`` ascends: ``"chees"`` (the default) or
-    ``"esjd"`` (see :data:`CRITERIA`).
+    ``"esjd"`` (see :data:`CRITERIA`). ``metric`` is the mass matrix estimated
+    from the pooled draws at the end of each window: ``"diag"`` (variances;
+    the states carry vectors), ``"dense"`` (covariance) or ``"auto"`` (the
+    states carry matrices; each window's estimate is kept dense where
+    :func:`~sgmcmc.adaptation.mass_matrix.prefers_dense` says its correlations
+    are worth it, else reduced to its diagonal).
     """
     criterion = check_criterion(criterion)
+    if metric not in ("diag", "dense", "auto"):
+        raise ValueError(f"metric must be 'diag', 'dense' or 'auto', got {metric!r}.")
+    dense = metric != "diag"
     optimizer = optax.adam(1.0, b1=0.0, b2=0.95)
 
     def broadcast(states, step_size, length):
@@ -161,7 +197,7 @@ def chees_adaptation(
             log_length_avg=log_length,
             length_count=jnp.zeros((), dtype),
             optimizer=optimizer.init(log_length),
-            welford=welford_init(dim, dtype, dense=False),
+            welford=welford_init(dim, dtype, dense=dense),
             slow_start=jnp.int32(slow_start),
             slow_end=jnp.int32(slow_end),
             window_ends=jnp.asarray(padded),
@@ -219,10 +255,17 @@ def chees_adaptation(
         final_count = jnp.where(in_final, final_count, adapt.final_count)
 
         # Trajectory length: ChEES gradient in whitened coordinates.
-        scale = jnp.sqrt(old_states.inverse_mass_matrix)  # (chains, D), equal across chains
-        ends = proposal.position / scale
-        begins = starts / scale
-        velocity = proposal.momentum * scale  # whitened velocity M^{-1/2} p
+        # The metric is equal across chains: whiten with the first chain's.
+        inverse_mass_matrix = old_states.inverse_mass_matrix[0]
+        if metric == "auto":  # a matrix used as diagonal unless the states say dense
+            ends, begins, velocity = lax.cond(
+                old_states.dense_metric[0],
+                lambda m: _whiten_both(m, starts, proposal),
+                lambda m: _whiten_both(jnp.diagonal(m), starts, proposal),
+                inverse_mass_matrix,
+            )
+        else:
+            ends, begins, velocity = _whiten_both(inverse_mass_matrix, starts, proposal)
         ends_c = ends - jnp.mean(ends, axis=0)
         begins_c = begins - jnp.mean(begins, axis=0)
         used = proposal.num_steps.astype(dtype) * step_size
@@ -258,7 +301,14 @@ def chees_adaptation(
             states, welford = args
             inv_mass = inverse_mass_matrix_estimate(welford).astype(states.inverse_mass_matrix.dtype)
             states = states._replace(inverse_mass_matrix=jnp.broadcast_to(inv_mass, states.inverse_mass_matrix.shape))
-            return states, welford_init(inv_mass.shape[0], inv_mass.dtype, dense=False)
+            if metric == "auto":
+                use_dense = prefers_dense(welford)
+                inv_mass = jnp.where(use_dense, inv_mass, jnp.diag(jnp.diagonal(inv_mass)))
+                states = states._replace(
+                    inverse_mass_matrix=jnp.broadcast_to(inv_mass, states.inverse_mass_matrix.shape),
+                    dense_metric=jnp.full(states.dense_metric.shape, use_dense),
+                )
+            return states, welford_init(inv_mass.shape[0], inv_mass.dtype, dense=dense)
 
         is_end = jnp.any(adapt.window_ends == t + 1)
         states, welford = lax.cond(is_end, end_window, lambda a: a, (states, welford))
