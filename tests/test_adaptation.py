@@ -135,25 +135,29 @@ def test_prefers_dense_rule():
     rng = np.random.default_rng(0)
 
     def decide(draws):
-        state = welford_init(draws.shape[1], jnp.float32, dense=True)
-        for block in np.split(draws, 10):
-            state = _pooled_update(state, jnp.asarray(block, jnp.float32))
-        return bool(prefers_dense(state))
+        """The decision for a window whose first and second halves are ``draws``'s halves."""
+        halves = []
+        for half in np.split(draws, 2):
+            state = welford_init(draws.shape[1], jnp.float32, dense=True)
+            for block in np.split(half, 5):
+                state = _pooled_update(state, jnp.asarray(block, jnp.float32))
+            halves.append(state)
+        return bool(prefers_dense(*halves))
 
     _, cov = correlated_8d()
     chol = np.linalg.cholesky(cov)
     assert decide(rng.standard_normal((400, 8)) @ chol.T)
     # independent coordinates with very different scales: the diagonal is enough
     assert not decide(rng.standard_normal((400, 8)) * np.geomspace(0.01, 100.0, 8))
-    # 50 independent coordinates from 600 draws: noise alone gives a correlation condition
-    # number of ~3 (Marchenko-Pastur), not enough
-    assert not decide(rng.standard_normal((600, 50)))
+    # 40 independent coordinates from 500 draws: the noise in a dense estimate costs more
+    # than it could gain
+    assert not decide(rng.standard_normal((500, 40)))
+    # heavy tails (Student t, 3 degrees of freedom), independent coordinates
+    assert not decide(rng.standard_t(3, (400, 10)))
+    # a drift shared by every coordinate (chains still moving to the typical set)
+    assert not decide(np.linspace(5.0, 0.0, 400)[:, None] + rng.standard_normal((400, 10)))
     # correlated, but fewer than 10 draws per dimension: not trusted
     assert not decide(rng.standard_normal((60, 8)) @ chol.T)
-    # a drift shared by every coordinate (a chain still moving to the typical set) in a
-    # short window looks correlated, and is not trusted either
-    drift = np.linspace(5.0, 0.0, 100)[:, None] + rng.standard_normal((100, 50))
-    assert not decide(drift)
 
 
 def test_chees_auto_metric_goes_dense_on_a_correlated_target_only():

@@ -63,7 +63,13 @@ from sgmcmc.adaptation.dual_averaging import (
     dual_averaging_update,
     robbins_monro_update,
 )
-from sgmcmc.adaptation.mass_matrix import WelfordState, inverse_mass_matrix_estimate, prefers_dense, welford_init
+from sgmcmc.adaptation.mass_matrix import (
+    WelfordState,
+    inverse_mass_matrix_estimate,
+    prefers_dense,
+    welford_init,
+    welford_merge,
+)
 from sgmcmc.adaptation.window import MAX_WINDOWS, final_buffer_length, window_schedule
 
 __all__ = ["CRITERIA", "chees_adaptation", "check_criterion", "ChEESAdaptationState"]
@@ -96,7 +102,8 @@ class ChEESAdaptationState(NamedTuple):
     log_length_avg: jax.Array
     length_count: jax.Array
     optimizer: Any
-    welford: WelfordState  # pooled over chains
+    welford: WelfordState  # pooled over chains (with metric="auto": the window's first half)
+    welford_late: WelfordState  # metric="auto": the window's second half
     slow_start: jax.Array
     slow_end: jax.Array
     window_ends: jax.Array
@@ -198,6 +205,7 @@ def chees_adaptation(
             length_count=jnp.zeros((), dtype),
             optimizer=optimizer.init(log_length),
             welford=welford_init(dim, dtype, dense=dense),
+            welford_late=welford_init(dim if metric == "auto" else 0, dtype, dense=dense),
             slow_start=jnp.int32(slow_start),
             slow_end=jnp.int32(slow_end),
             window_ends=jnp.asarray(padded),
@@ -292,26 +300,38 @@ def chees_adaptation(
         eta = length_count ** (-KAPPA)
         log_length_avg = eta * log_length + (1.0 - eta) * adapt.log_length_avg
 
-        # Metric: pooled variance in the slow windows.
+        # Metric: pooled (co)variance in the slow windows. With metric="auto" the window's
+        # two halves are kept apart (``welford``, ``welford_late``) for prefers_dense.
         in_slow = (t >= adapt.slow_start) & (t < adapt.slow_end)
         flat = jax.vmap(lambda p: ravel_pytree(p)[0])(states.position)
-        welford = lax.cond(in_slow, lambda w: _pooled_update(w, flat), lambda w: w, adapt.welford)
+        if metric == "auto":
+            ends = adapt.window_ends
+            window_end = jnp.min(jnp.where(ends > t, ends, adapt.slow_end))
+            window_start = jnp.max(jnp.where((ends >= 0) & (ends <= t), ends, adapt.slow_start))
+            late = t >= (window_start + window_end) // 2
+            welford = lax.cond(in_slow & ~late, lambda w: _pooled_update(w, flat), lambda w: w, adapt.welford)
+            welford_late = lax.cond(in_slow & late, lambda w: _pooled_update(w, flat), lambda w: w, adapt.welford_late)
+        else:
+            welford = lax.cond(in_slow, lambda w: _pooled_update(w, flat), lambda w: w, adapt.welford)
+            welford_late = adapt.welford_late  # unused (empty)
 
         def end_window(args):
-            states, welford = args
-            inv_mass = inverse_mass_matrix_estimate(welford).astype(states.inverse_mass_matrix.dtype)
+            states, welford, welford_late = args
+            pooled = welford_merge(welford, welford_late) if metric == "auto" else welford
+            inv_mass = inverse_mass_matrix_estimate(pooled).astype(states.inverse_mass_matrix.dtype)
             states = states._replace(inverse_mass_matrix=jnp.broadcast_to(inv_mass, states.inverse_mass_matrix.shape))
             if metric == "auto":
-                use_dense = prefers_dense(welford)
+                use_dense = prefers_dense(welford, welford_late)
                 inv_mass = jnp.where(use_dense, inv_mass, jnp.diag(jnp.diagonal(inv_mass)))
                 states = states._replace(
                     inverse_mass_matrix=jnp.broadcast_to(inv_mass, states.inverse_mass_matrix.shape),
                     dense_metric=jnp.full(states.dense_metric.shape, use_dense),
                 )
-            return states, welford_init(inv_mass.shape[0], inv_mass.dtype, dense=dense)
+            fresh = welford_init(inv_mass.shape[0], inv_mass.dtype, dense=dense)
+            return states, fresh, (fresh if metric == "auto" else welford_late)
 
         is_end = jnp.any(adapt.window_ends == t + 1)
-        states, welford = lax.cond(is_end, end_window, lambda a: a, (states, welford))
+        states, welford, welford_late = lax.cond(is_end, end_window, lambda a: a, (states, welford, welford_late))
         # Entering the final phase: refine from dual averaging's average iterate
         # (when a window ends there too, the search before the next step overrides it).
         final_log = jnp.where(t + 1 == final_start(adapt), da.log_step_size_avg, final_log)
@@ -325,6 +345,7 @@ def chees_adaptation(
             length_count=length_count,
             optimizer=opt_state,
             welford=welford,
+            welford_late=welford_late,
             final_log_step_size=final_log,
             final_count=final_count,
             search_pending=is_end,

@@ -8,8 +8,8 @@ window, then Stan's regularisation toward a small multiple of the identity:
 (Stan's ``windowed_adaptation``; the shrinkage keeps short windows from
 producing a degenerate metric). Diagonal (variances) or dense (covariance).
 
-:func:`prefers_dense` decides, from a window's dense estimate, whether the
-correlations it sees are worth a dense metric (``metric="auto"``).
+:func:`prefers_dense` decides, from the two halves of a window, whether the
+correlations they show are worth a dense metric (``metric="auto"``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ __all__ = [
     "inverse_mass_matrix_estimate",
     "prefers_dense",
     "AUTO_DENSE_MAX_DIM",
-    "AUTO_DENSE_MIN_CONDITION",
-    "AUTO_DENSE_NOISE_FACTOR",
+    "AUTO_DENSE_MIN_GAIN",
     "AUTO_DENSE_MIN_DRAWS_PER_DIM",
+    "welford_merge",
 ]
 
 #: ``metric="auto"`` considers a dense metric only up to this many dimensions. It must
@@ -38,22 +38,18 @@ __all__ = [
 #: Above this size the ``O(D^2)`` velocity per leapfrog step and the ``D^2`` draws a
 #: covariance estimate needs make a dense metric something to ask for (``metric="dense"``).
 AUTO_DENSE_MAX_DIM = 64
-#: A diagonal metric leaves the posterior's correlation matrix ``R`` as the shape HMC
-#: sees; its cost grows like ``sqrt(cond(R))`` (the step size is set by the narrowest
-#: direction, the trajectory length by the widest). Below this condition number the gain
-#: of a dense metric is at most ``sqrt(10) ~ 3x`` before its own estimation noise and the
-#: matrix-vector products are paid for, so the diagonal is kept.
-AUTO_DENSE_MIN_CONDITION = 10.0
-#: ... and ``cond(R)`` must also be this many times the condition number that sampling
-#: noise alone gives a correlation matrix of ``n`` independent draws in ``d`` dimensions
-#: (Marchenko-Pastur: ``((1 + sqrt(d/n)) / (1 - sqrt(d/n)))^2``), so that uncorrelated
-#: targets estimated from few draws are not mistaken for correlated ones.
-AUTO_DENSE_NOISE_FACTOR = 4.0
-#: ... and the window must hold at least this many draws per dimension. Warmup's early
-#: windows are short and their draws autocorrelated and still drifting toward the typical
-#: set; a drift moves every coordinate together and looks like a strong correlation (on
-#: the 100-d diagonal Gaussian of ``benchmarks/nuts.py`` the 200 pooled draws of the
-#: second window did), so a dense metric is only estimated from windows long enough.
+#: HMC's cost on a Gaussian grows like ``sqrt(cond)`` of the covariance in the metric's
+#: coordinates (the step size is set by the narrowest direction, the trajectory length by
+#: the widest). A dense metric is kept where it makes that condition number, measured on
+#: draws it was not estimated from, at least this factor squared smaller than the
+#: diagonal metric does: an expected gain of at least 2x in gradients per draw, which
+#: pays for the matrix-vector products. This held-out comparison rejects what only looks
+#: like correlation in one window: sampling noise (many dimensions, few draws), heavy
+#: tails (Neal's funnel, whose correlation matrix is the identity, went dense in 4 of 5
+#: windows under a rule on the window's own correlation matrix) and a drift still moving
+#: every coordinate together.
+AUTO_DENSE_MIN_GAIN = 2.0
+#: ... and the window must hold at least this many draws per dimension.
 AUTO_DENSE_MIN_DRAWS_PER_DIM = 10.0
 
 
@@ -91,28 +87,48 @@ def inverse_mass_matrix_estimate(state: WelfordState) -> jax.Array:
     return shrink * cov + jitter
 
 
-def prefers_dense(state: WelfordState) -> jax.Array:
-    """Whether a window's draws (a dense :class:`WelfordState`) call for a dense metric.
+def welford_merge(a: WelfordState, b: WelfordState) -> WelfordState:
+    """The statistics of two sets of draws together (Chan, Golub & LeVeque 1979)."""
+    count = a.count + b.count
+    safe = jnp.maximum(count, 1.0)
+    delta = b.mean - a.mean
+    mean = a.mean + delta * b.count / safe
+    cross = jnp.outer(delta, delta) if a.m2.ndim == 2 else delta**2
+    return WelfordState(count, mean, a.m2 + b.m2 + cross * a.count * b.count / safe)
 
-    True when the condition number of the draws' correlation matrix is at
-    least :data:`AUTO_DENSE_MIN_CONDITION` and at least
-    :data:`AUTO_DENSE_NOISE_FACTOR` times what noise alone would give for that
-    many draws, and the window holds at least
+
+def _held_out_condition(fit: WelfordState, held: WelfordState, dense: bool) -> jax.Array:
+    """Condition number of ``held``'s covariance in the coordinates whitened by ``fit``'s estimate."""
+    metric = inverse_mass_matrix_estimate(fit)
+    cov = held.m2 / jnp.maximum(held.count - 1.0, 1.0)
+    cov = 0.5 * (cov + cov.T)
+    if dense:
+        chol = jnp.linalg.cholesky(metric)
+        half = jax.scipy.linalg.solve_triangular(chol, cov, lower=True)
+        whitened = jax.scipy.linalg.solve_triangular(chol, half.T, lower=True)
+    else:
+        scale = jnp.sqrt(jnp.diagonal(metric))
+        whitened = cov / jnp.outer(scale, scale)
+    eigenvalues = jnp.linalg.eigvalsh(0.5 * (whitened + whitened.T))
+    return eigenvalues[-1] / jnp.maximum(eigenvalues[0], jnp.finfo(cov.dtype).tiny)
+
+
+def prefers_dense(early: WelfordState, late: WelfordState) -> jax.Array:
+    """Whether a window's draws call for a dense metric, from its two halves (dense states).
+
+    Each half's dense and diagonal estimates whiten the other half's draws;
+    dense wins when the geometric mean (over both directions) of the held-out
+    condition numbers is at least :data:`AUTO_DENSE_MIN_GAIN` squared times
+    smaller with the dense estimate, and the window holds at least
     :data:`AUTO_DENSE_MIN_DRAWS_PER_DIM` draws per dimension.
     """
-    n = state.count
-    dim = state.mean.shape[0]
-    cov = state.m2 / jnp.maximum(n - 1.0, 1.0)
-    cov = 0.5 * (cov + cov.T)
-    sd = jnp.sqrt(jnp.maximum(jnp.diagonal(cov), jnp.finfo(cov.dtype).tiny))
-    corr = cov / jnp.outer(sd, sd)
-    eigenvalues = jnp.linalg.eigvalsh(corr)
-    condition = eigenvalues[-1] / jnp.maximum(eigenvalues[0], jnp.finfo(cov.dtype).tiny)
-    ratio = jnp.sqrt(dim / jnp.maximum(n, 1.0))
-    noise_condition = ((1.0 + ratio) / jnp.maximum(1.0 - ratio, 1e-6)) ** 2
+    dim = early.mean.shape[0]
+    with_diag = _held_out_condition(early, late, False) * _held_out_condition(late, early, False)
+    with_dense = _held_out_condition(early, late, True) * _held_out_condition(late, early, True)
+    gain_squared = jnp.sqrt(with_diag / with_dense)
     return (
-        (n >= AUTO_DENSE_MIN_DRAWS_PER_DIM * dim)
-        & jnp.isfinite(condition)
-        & (condition >= AUTO_DENSE_MIN_CONDITION)
-        & (condition >= AUTO_DENSE_NOISE_FACTOR * noise_condition)
+        (early.count + late.count >= AUTO_DENSE_MIN_DRAWS_PER_DIM * dim)
+        & (jnp.minimum(early.count, late.count) > dim)
+        & jnp.isfinite(gain_squared)
+        & (gain_squared >= AUTO_DENSE_MIN_GAIN**2)
     )

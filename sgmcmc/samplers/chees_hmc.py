@@ -123,10 +123,13 @@ def chees_transition(
 def _transition(
     key: jax.Array, state: ChEESState, target: Target, divergence_threshold: float, max_num_steps: int
 ) -> tuple[ChEESState, HMCInfo, Proposal]:
-    # The metric is equal in every chain too: one unbatched matrix (or vector) under the
-    # driver, so the Cholesky factor is taken once and the velocity is one matrix product.
-    shared_metric = state._replace(inverse_mass_matrix=same_across_chains(state.inverse_mass_matrix))
-    flat, flat_grad, unravel, metric, logdensity_and_grad = flat_view(shared_metric, target)
+    # A dense metric is equal in every chain too: one unbatched matrix under the driver,
+    # so its Cholesky factor is taken once and the velocity is one matrix product.
+    if state.inverse_mass_matrix.ndim == 2:
+        state_for_view = state._replace(inverse_mass_matrix=same_across_chains(state.inverse_mass_matrix))
+    else:
+        state_for_view = state
+    flat, flat_grad, unravel, metric, logdensity_and_grad = flat_view(state_for_view, target)
     eps = state.step_size
     jitter = halton(state.count).astype(flat.dtype)
     num_steps = jnp.clip(jnp.ceil(jitter * state.trajectory_length / eps), 1, max_num_steps).astype(jnp.int32)
