@@ -24,6 +24,12 @@ once per chain from uniform(-2, 2), like Stan, and passed to every library):
 * ``sgmcmc_chees_esjd`` -- ``sgmcmc.chees_hmc(target, criterion="esjd")``: the trajectory length tuned
   for expected squared jump distance (means) instead of ChEES (variances).
 
+Context rows, run only when named in ``--libraries`` and left out of the ratios:
+``blackjax_nuts_dense`` (BlackJAX's window adaptation with ``is_mass_matrix_diagonal=False``) and
+``sgmcmc_chees_diag`` (``sgmcmc.chees_hmc(target, metric="diag")``), which show what the metric
+contributes (sgmcmc's ChEES-HMC defaults to ``metric="auto"``, dense where the warmup draws call
+for it; BlackJAX's ChEES has no dense metric).
+
 Reported per target and library: min and median bulk ESS and min tail ESS over all coordinates
 (ArviZ, ``method="bulk"`` / ``"tail"``), min-ESS per second of the sampling phase, min-ESS per 1000 gradient
 evaluations of the sampling phase (per-chain counts: NumPyro ``num_steps``, BlackJAX
@@ -77,6 +83,11 @@ from jax import lax
 RESULTS = pathlib.Path(__file__).with_name("results")
 TARGET_NAMES = ("gaussian", "funnel", "logistic")
 LIBRARY_NAMES = ("numpyro", "blackjax_nuts", "blackjax_chees", "sgmcmc_nuts", "sgmcmc_chees", "sgmcmc_chees_esjd")
+# Context rows, only with --libraries (not in the default run or in the ratios): the metric's share
+# of a result. BlackJAX's NUTS can be told to adapt a dense metric (its ChEES cannot); sgmcmc's
+# ChEES-HMC with its metric held diagonal (its default, metric="auto", goes dense on the logistic
+# regression).
+EXTRA_LIBRARY_NAMES = ("blackjax_nuts_dense", "sgmcmc_chees_diag")
 LABELS = {
     "numpyro": "NumPyro NUTS",
     "blackjax_nuts": "BlackJAX NUTS",
@@ -84,6 +95,8 @@ LABELS = {
     "sgmcmc_nuts": "sgmcmc NUTS",
     "sgmcmc_chees": "sgmcmc ChEES-HMC",
     "sgmcmc_chees_esjd": "sgmcmc ChEES-HMC (ESJD)",
+    "blackjax_nuts_dense": "BlackJAX NUTS (dense metric)",
+    "sgmcmc_chees_diag": "sgmcmc ChEES-HMC (diagonal metric)",
 }
 FUNNEL_V_Q01 = 3.0 * -2.3263478740408408  # 3 * Phi^{-1}(0.01)
 CHEES_LEARNING_RATE = 0.5
@@ -271,6 +284,8 @@ class NumPyroNUTS:
 
 
 class BlackJAXNUTS:
+    diagonal_metric = True
+
     def __init__(self, spec: Spec, init, seed: int, num_warmup: int, num_samples: int):
         import blackjax
         from blackjax.adaptation.base import get_filter_adapt_info_fn
@@ -282,6 +297,7 @@ class BlackJAXNUTS:
         warmup = blackjax.window_adaptation(
             blackjax.nuts,
             logdensity_fn,
+            is_mass_matrix_diagonal=self.diagonal_metric,
             target_acceptance_rate=0.8,
             adaptation_info_fn=get_filter_adapt_info_fn(info_keys={"num_integration_steps", "is_divergent"}),
         )
@@ -485,6 +501,15 @@ class SgmcmcChEESESJD(SgmcmcRunner):
     factory_kwargs = (("criterion", "esjd"),)
 
 
+class BlackJAXNUTSDense(BlackJAXNUTS):
+    diagonal_metric = False
+
+
+class SgmcmcChEESDiag(SgmcmcRunner):
+    factory_name = "chees_hmc"
+    factory_kwargs = (("metric", "diag"),)
+
+
 class NotAvailable(Exception):
     pass
 
@@ -496,6 +521,8 @@ RUNNERS = {
     "sgmcmc_nuts": SgmcmcNUTS,
     "sgmcmc_chees": SgmcmcChEES,
     "sgmcmc_chees_esjd": SgmcmcChEESESJD,
+    "blackjax_nuts_dense": BlackJAXNUTSDense,
+    "sgmcmc_chees_diag": SgmcmcChEESDiag,
 }
 
 
@@ -630,7 +657,9 @@ def main(argv=None) -> dict:
     global CLOCK
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", nargs="+", choices=TARGET_NAMES, default=list(TARGET_NAMES))
-    parser.add_argument("--libraries", nargs="+", choices=LIBRARY_NAMES, default=list(LIBRARY_NAMES))
+    parser.add_argument(
+        "--libraries", nargs="+", choices=LIBRARY_NAMES + EXTRA_LIBRARY_NAMES, default=list(LIBRARY_NAMES)
+    )
     parser.add_argument("--num-warmup", type=int, default=1000)
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--num-chains", type=int, default=4)

@@ -223,17 +223,18 @@ def chees_hmc(
             (diagonal) or a matrix (dense); identity by default. Warmup adapts it.
         metric: the mass matrix warmup estimates from the chains' pooled draws:
             ``"diag"``, ``"dense"``, or ``"auto"`` (the default): at the end of
-            each of warmup's windows, dense if the draws' correlation matrix is
-            ill-conditioned beyond what sampling noise explains (condition number
-            at least 10 and at least 4 times the Marchenko-Pastur noise level,
-            :func:`sgmcmc.adaptation.mass_matrix.prefers_dense`), else diagonal.
-            ``"auto"`` is ``"diag"`` above
+            each of warmup's windows, the dense covariance where the correlations
+            hold up on held-out draws (each half of the window, whitened by the
+            other half's dense estimate, has a condition number at least 4 times
+            smaller than with its diagonal; at least 10 draws per dimension:
+            :func:`sgmcmc.adaptation.mass_matrix.prefers_dense`), else its
+            diagonal. ``"auto"`` is ``"diag"`` above
             :data:`~sgmcmc.adaptation.mass_matrix.AUTO_DENSE_MAX_DIM` (64)
             dimensions. ``None`` means the form of ``inverse_mass_matrix``. On the
             31-d logistic regression of ``benchmarks/nuts.py`` (correlation matrix
-            condition number about 90) ``"auto"`` picks dense and needs
-            ~4x fewer gradients per effective draw; on the 100-d diagonal Gaussian
-            and Neal's funnel it keeps the diagonal.
+            condition number about 90) ``"auto"`` goes dense and needs 5x fewer
+            gradients per effective draw; on Neal's funnel (10-d) it keeps the
+            diagonal. Either way each transition is exact for its metric.
         learning_rate: Adam's learning rate on ``log T`` during warmup (with
             ``b1 = 0``, ``b2 = 0.95``, decaying linearly); see
             :func:`sgmcmc.adaptation.chees_adaptation` for why 0.05.
