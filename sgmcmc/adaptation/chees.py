@@ -23,9 +23,9 @@ runs one jittered HMC transition in every chain, then:
 * **metric**: an inverse mass matrix from all chains' draws pooled, in Stan's
   doubling windows (:func:`~sgmcmc.adaptation.window.window_schedule`):
   the variances (``metric="diag"``), the covariance (``"dense"``), or
-  (``"auto"``) the covariance where the window's correlation matrix is too
-  ill-conditioned for sampling noise to explain and the window long enough
-  (:func:`~sgmcmc.adaptation.mass_matrix.prefers_dense`), its diagonal
+  (``"auto"``) the covariance where its correlations hold up on held-out
+  draws (each half of the window whitened by the other half's estimate:
+  :func:`~sgmcmc.adaptation.mass_matrix.prefers_dense`), its diagonal
   otherwise; after each update the step size is searched again and dual
   averaging and the ``T`` average restart.
 
