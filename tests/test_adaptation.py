@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import arviz as az
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -158,6 +159,28 @@ def test_prefers_dense_rule():
     assert not decide(np.linspace(5.0, 0.0, 400)[:, None] + rng.standard_normal((400, 10)))
     # correlated, but fewer than 10 draws per dimension: not trusted
     assert not decide(rng.standard_normal((60, 8)) @ chol.T)
+
+
+def test_chains_agree_rule():
+    from sgmcmc.adaptation.chees import _chains_agree
+    from sgmcmc.adaptation.mass_matrix import welford_init, welford_update
+
+    rng = np.random.default_rng(1)
+
+    def per_chain(draws):  # (chains, n, d) -> per-chain dense statistics
+        states = []
+        for chain in draws:
+            state = welford_init(chain.shape[1], jnp.float32, dense=True)
+            for x in chain:
+                state = welford_update(state, jnp.asarray(x, jnp.float32))
+            states.append(state)
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+    mixed = rng.standard_normal((4, 200, 3))
+    assert bool(_chains_agree(per_chain(mixed)))
+    stuck = mixed.copy()
+    stuck[1] += 3.0  # one chain in another mode
+    assert not bool(_chains_agree(per_chain(stuck)))
 
 
 def test_chees_auto_metric_goes_dense_on_a_correlated_target_only():

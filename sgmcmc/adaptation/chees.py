@@ -69,6 +69,7 @@ from sgmcmc.adaptation.mass_matrix import (
     prefers_dense,
     welford_init,
     welford_merge,
+    welford_update,
 )
 from sgmcmc.adaptation.window import MAX_WINDOWS, final_buffer_length, window_schedule
 
@@ -90,6 +91,14 @@ __all__ = ["CRITERIA", "chees_adaptation", "check_criterion", "ChEESAdaptationSt
 CRITERIA = ("chees", "esjd")
 
 
+#: ``metric="auto"`` goes dense only if, in every coordinate, the variance of all chains'
+#: draws in the window is at most this many times their within-chain variance (R-hat^2
+#: of the window's draws, about 1 + 1/ESS per chain when the chains mix). On posteriordb's
+#: low_dim_gauss_mix a chain sitting in a minor mode made the pooled dense estimate span
+#: both modes, and 3 of 4 seeds stuck (min bulk ESS 6).
+AUTO_DENSE_MAX_SPREAD = 1.1
+
+
 def check_criterion(criterion: str) -> str:
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
@@ -102,8 +111,8 @@ class ChEESAdaptationState(NamedTuple):
     log_length_avg: jax.Array
     length_count: jax.Array
     optimizer: Any
-    welford: WelfordState  # pooled over chains (with metric="auto": the window's first half)
-    welford_late: WelfordState  # metric="auto": the window's second half
+    welford: WelfordState  # pooled over chains; with metric="auto" per chain, the window's first half
+    welford_late: WelfordState  # metric="auto": per chain, the window's second half
     slow_start: jax.Array
     slow_end: jax.Array
     window_ends: jax.Array
@@ -128,6 +137,46 @@ def _pooled_update(state: WelfordState, xs: jax.Array) -> WelfordState:
     else:
         m2 = state.m2 + jnp.sum(centred**2, axis=0) + delta**2 * state.count * n_b / count
     return WelfordState(count, mean, m2)
+
+
+def _window_stats(metric: str, dim: int, dtype, step_sizes: jax.Array) -> WelfordState:
+    """Empty window statistics: per chain (leading chain axis) for ``"auto"``, pooled otherwise."""
+    dense = metric != "diag"
+    if metric == "auto":
+        return jax.vmap(lambda _: welford_init(dim, dtype, dense=dense))(step_sizes)
+    return welford_init(dim, dtype, dense=dense)
+
+
+def _within_chains(state: WelfordState) -> WelfordState:
+    """Per-chain statistics (leading chain axis) pooled *within* chains (R-hat's W).
+
+    Sums of squared deviations from each chain's own mean, with the count set
+    so that ``m2 / (count - 1)`` divides by ``n - chains``.
+    """
+    num_chains = state.count.shape[0]
+    count = jnp.sum(state.count) - (num_chains - 1.0)
+    return WelfordState(count, jnp.mean(state.mean, axis=0), jnp.sum(state.m2, axis=0))
+
+
+def _all_chains(state: WelfordState) -> WelfordState:
+    """Per-chain statistics (leading chain axis) merged: those of all the chains' draws together."""
+    merged = jax.tree.map(lambda x: x[0], state)
+    for c in range(1, state.count.shape[0]):
+        merged = welford_merge(merged, jax.tree.map(lambda x, c=c: x[c], state))
+    return merged
+
+
+def _chains_agree(state: WelfordState) -> jax.Array:
+    """Whether the chains' draws in the window agree: total over within-chain variance at most
+    :data:`AUTO_DENSE_MAX_SPREAD` in every coordinate (per-chain statistics, leading chain axis)."""
+    total, within = _all_chains(state), _within_chains(state)
+
+    def variances(w):
+        m2 = jnp.diagonal(w.m2) if w.m2.ndim == 2 else w.m2
+        return m2 / jnp.maximum(w.count - 1.0, 1.0)
+
+    ratio = variances(total) / jnp.maximum(variances(within), jnp.finfo(total.m2.dtype).tiny)
+    return jnp.all(ratio <= AUTO_DENSE_MAX_SPREAD)
 
 
 def _whiten(inverse_mass_matrix: jax.Array, positions: jax.Array, momenta: jax.Array):
@@ -173,7 +222,6 @@ def chees_adaptation(
     criterion = check_criterion(criterion)
     if metric not in ("diag", "dense", "auto"):
         raise ValueError(f"metric must be 'diag', 'dense' or 'auto', got {metric!r}.")
-    dense = metric != "diag"
     optimizer = optax.adam(1.0, b1=0.0, b2=0.95)
 
     def broadcast(states, step_size, length):
@@ -204,8 +252,8 @@ def chees_adaptation(
             log_length_avg=log_length,
             length_count=jnp.zeros((), dtype),
             optimizer=optimizer.init(log_length),
-            welford=welford_init(dim, dtype, dense=dense),
-            welford_late=welford_init(dim if metric == "auto" else 0, dtype, dense=dense),
+            welford=_window_stats(metric, dim, dtype, states.step_size),
+            welford_late=_window_stats(metric, dim if metric == "auto" else 0, dtype, states.step_size),
             slow_start=jnp.int32(slow_start),
             slow_end=jnp.int32(slow_end),
             window_ends=jnp.asarray(padded),
@@ -309,25 +357,35 @@ def chees_adaptation(
             window_end = jnp.min(jnp.where(ends > t, ends, adapt.slow_end))
             window_start = jnp.max(jnp.where((ends >= 0) & (ends <= t), ends, adapt.slow_start))
             late = t >= (window_start + window_end) // 2
-            welford = lax.cond(in_slow & ~late, lambda w: _pooled_update(w, flat), lambda w: w, adapt.welford)
-            welford_late = lax.cond(in_slow & late, lambda w: _pooled_update(w, flat), lambda w: w, adapt.welford_late)
+            welford = lax.cond(in_slow & ~late, lambda w: jax.vmap(welford_update)(w, flat), lambda w: w, adapt.welford)
+            welford_late = lax.cond(
+                in_slow & late, lambda w: jax.vmap(welford_update)(w, flat), lambda w: w, adapt.welford_late
+            )
         else:
             welford = lax.cond(in_slow, lambda w: _pooled_update(w, flat), lambda w: w, adapt.welford)
             welford_late = adapt.welford_late  # unused (empty)
 
         def end_window(args):
             states, welford, welford_late = args
-            pooled = welford_merge(welford, welford_late) if metric == "auto" else welford
+            if metric == "auto":
+                per_chain = jax.vmap(welford_merge)(welford, welford_late)
+                pooled = _all_chains(per_chain)
+            else:
+                pooled = welford
             inv_mass = inverse_mass_matrix_estimate(pooled).astype(states.inverse_mass_matrix.dtype)
             states = states._replace(inverse_mass_matrix=jnp.broadcast_to(inv_mass, states.inverse_mass_matrix.shape))
             if metric == "auto":
-                use_dense = prefers_dense(welford, welford_late)
+                # Dense only from chains that agree (none stuck in another mode, none still
+                # drifting), on correlations that hold up on held-out draws.
+                use_dense = _chains_agree(per_chain) & prefers_dense(
+                    _within_chains(welford), _within_chains(welford_late)
+                )
                 inv_mass = jnp.where(use_dense, inv_mass, jnp.diag(jnp.diagonal(inv_mass)))
                 states = states._replace(
                     inverse_mass_matrix=jnp.broadcast_to(inv_mass, states.inverse_mass_matrix.shape),
                     dense_metric=jnp.full(states.dense_metric.shape, use_dense),
                 )
-            fresh = welford_init(inv_mass.shape[0], inv_mass.dtype, dense=dense)
+            fresh = _window_stats(metric, inv_mass.shape[0], inv_mass.dtype, states.step_size)
             return states, fresh, (fresh if metric == "auto" else welford_late)
 
         is_end = jnp.any(adapt.window_ends == t + 1)
