@@ -227,8 +227,8 @@ def chees_hmc(
             hold up on held-out draws (each half of the window, whitened by the
             other half's dense estimate, has a condition number at least 4 times
             smaller than with its diagonal; at least 10 draws per dimension:
-            :func:`sgmcmc.adaptation.mass_matrix.prefers_dense`), else its
-            diagonal. ``"auto"`` is ``"diag"`` above
+            :func:`sgmcmc.adaptation.mass_matrix.prefers_dense`) and the
+            window's chains agree (none in another mode), else its diagonal. ``"auto"`` is ``"diag"`` above
             :data:`~sgmcmc.adaptation.mass_matrix.AUTO_DENSE_MAX_DIM` (64)
             dimensions. ``None`` means the form of ``inverse_mass_matrix``. On the
             31-d logistic regression of ``benchmarks/nuts.py`` (correlation matrix
@@ -248,6 +248,12 @@ def chees_hmc(
 
     Info: the fields of :func:`sgmcmc.hmc`'s ``HMCInfo``; ``num_grad_evals``
     is the jittered number of leapfrog steps, the same for every chain.
+
+    Limitation: the trajectory-length adaptation can fall below one step size
+    and stay there (every transition one leapfrog step). On posteriordb's
+    kidiq, sblrc and kilpisjarvi posteriors it did, and 4 x 1000 draws did not
+    converge (``benchmarks/chees_posteriordb.py``); check R-hat, or use
+    :func:`sgmcmc.nuts`, which passes all nine.
     """
     step_size = check_step_size(step_size)
     if callable(step_size):
