@@ -25,9 +25,10 @@ runs one jittered HMC transition in every chain, then:
   the variances (``metric="diag"``), the covariance (``"dense"``), or
   (``"auto"``) the covariance where its correlations hold up on held-out
   draws (each half of the window whitened by the other half's estimate:
-  :func:`~sgmcmc.adaptation.mass_matrix.prefers_dense`), its diagonal
-  otherwise; after each update the step size is searched again and dual
-  averaging and the ``T`` average restart.
+  :func:`~sgmcmc.adaptation.mass_matrix.prefers_dense`) and the chains
+  agree (:data:`AUTO_DENSE_MAX_SPREAD`), its diagonal otherwise; after each
+  update the step size is searched again and dual averaging and the ``T``
+  average restart.
 
 As in :func:`~sgmcmc.adaptation.window_adaptation`, the final buffer refines
 the step size by a Robbins-Monro recursion on the same harmonic mean, so the
