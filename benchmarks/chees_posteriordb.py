@@ -21,19 +21,17 @@ from __future__ import annotations
 import json
 import sys
 import time
-import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
-import jax
 import numpy as np
+from _posteriordb import min_bulk_ess, posteriordb_targets
+from jax.flatten_util import ravel_pytree
 
 import sgmcmc
-from sgmcmc.diagnostics import convergence
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
 RESULTS = Path(__file__).parent / "results" / "chees_posteriordb.json"
 NUM_CHAINS, NUM_WARMUP, NUM_SAMPLES, SEED = 4, 1000, 1000, 0
-ONLY = sys.argv[1:]  # posterior names, default all
 
 
 def run(target, spec, metric: str) -> dict:
@@ -44,10 +42,7 @@ def run(target, spec, metric: str) -> dict:
     result = sgmcmc.sample(
         sampler, num_samples=NUM_SAMPLES, num_warmup=NUM_WARMUP, num_chains=NUM_CHAINS, seed=SEED, progress=False
     )
-    min_ess = min(
-        float(np.min(convergence.ess(np.asarray(leaf).reshape(NUM_CHAINS, NUM_SAMPLES, -1))))
-        for leaf in jax.tree.leaves(result.position)
-    )
+    min_ess = min_bulk_ess(result, NUM_CHAINS, NUM_SAMPLES)
     reference = load_reference(spec.name)
     columns = spec.to_columns(result.samples)
     z = [max(abs(a), abs(b)) for a, b in (reference_z(columns[c], ref) for c, ref in reference.items())]
@@ -66,23 +61,14 @@ def run(target, spec, metric: str) -> dict:
     }
 
 
-def main() -> dict:
-    sys.path.insert(0, str(TESTS))
-    from posteriordb_models import POSTERIORS  # the test suite's models
-
+def main(names: Sequence[str] = ()) -> dict:
     rows = {}
     start = time.perf_counter()
-    for name, spec in POSTERIORS.items():
-        if ONLY and name not in ONLY:
-            continue
-        with jax.enable_x64(bool(spec.x64)), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            args, kwargs = spec.args()
-            target = sgmcmc.Target.from_numpyro(spec.model, *args, init_strategy=spec.init_strategy, **kwargs)
-            dim = int(np.size(jax.flatten_util.ravel_pytree(target.initial_position)[0]))
-            rows[name] = {"dim": dim, "posteriordb_metric": spec.metric}
-            rows[name]["auto"] = run(target, spec, "auto")
-            rows[name]["diag"] = run(target, spec, "diag")
+    for name, spec, target in posteriordb_targets(names):
+        dim = int(np.size(ravel_pytree(target.initial_position)[0]))
+        rows[name] = {"dim": dim, "posteriordb_metric": spec.metric}
+        rows[name]["auto"] = run(target, spec, "auto")
+        rows[name]["diag"] = run(target, spec, "diag")
         print(f"[{name}] auto dense = {rows[name]['auto']['dense']}", file=sys.stderr, flush=True)
     lines = [
         "| posterior | d | posteriordb's metric | auto went dense | max abs z auto / diag | min ESS auto / diag "
@@ -120,4 +106,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -17,16 +17,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
-import jax
 import numpy as np
+from _posteriordb import min_bulk_ess, posteriordb_targets
 
 import sgmcmc
-from sgmcmc.diagnostics import convergence
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
 RESULTS = Path(__file__).parent / "results" / "nuts_min_depth.json"
 NUM_CHAINS, NUM_WARMUP, NUM_SAMPLES, SEED = 4, 1000, 1000, 0
 
@@ -36,10 +33,7 @@ def run(target, spec, min_tree_depth) -> dict:
     result = sgmcmc.sample(
         sampler, num_samples=NUM_SAMPLES, num_warmup=NUM_WARMUP, num_chains=NUM_CHAINS, seed=SEED, progress=False
     )
-    min_ess = min(
-        float(np.min(convergence.ess(np.asarray(leaf).reshape(NUM_CHAINS, NUM_SAMPLES, -1))))
-        for leaf in jax.tree.leaves(result.position)
-    )
+    min_ess = min_bulk_ess(result, NUM_CHAINS, NUM_SAMPLES)
     steps = np.asarray(result.info.num_grad_evals)
     lockstep = float(steps.max(axis=0).sum())
     return {
@@ -53,17 +47,10 @@ def run(target, spec, min_tree_depth) -> dict:
 
 
 def main() -> dict:
-    sys.path.insert(0, str(TESTS))
-    from posteriordb_models import POSTERIORS  # the test suite's models
-
     rows = {}
     start = time.perf_counter()
-    for name, spec in POSTERIORS.items():
-        with jax.enable_x64(bool(spec.x64)), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            args, kwargs = spec.args()
-            target = sgmcmc.Target.from_numpyro(spec.model, *args, init_strategy=spec.init_strategy, **kwargs)
-            auto, stan = run(target, spec, "auto"), run(target, spec, 0)
+    for name, spec, target in posteriordb_targets():
+        auto, stan = run(target, spec, "auto"), run(target, spec, 0)
         rows[name] = {"auto": auto, "stan": stan}
         print(f"[{name}] m = {auto['min_tree_depth']}", file=sys.stderr, flush=True)
     lines = [
