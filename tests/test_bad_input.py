@@ -130,6 +130,8 @@ def test_bad_adaptive_sampler_settings(target):
         sgmcmc.chees_hmc(target, metric="dense", inverse_mass_matrix=jnp.ones(3))
     with pytest.raises(ValueError, match="metric must be one of"):
         sgmcmc.chees_hmc(target, metric="low-rank")
+    with pytest.raises(ValueError, match="metric must be 'diag', 'dense' or 'auto'"):
+        sgmcmc.adaptation.chees_adaptation(lambda k, s: s, lambda k, s: 0.1, metric="low-rank")
     for bad in (jnp.ones(4), -jnp.eye(3), jnp.full((3, 3), jnp.nan)):  # also under metric="auto"
         with pytest.raises(ValueError, match="inverse_mass_matrix"):
             sgmcmc.chees_hmc(target, inverse_mass_matrix=bad)
